@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = (ROOT.parent / "shared" / "vectors") if (ROOT.parent / "shared" / "vectors").is_dir() else ROOT / "tests" / "vectors"
+# A copy of ../shared/vectors (X-Road's own conformance data), so a bare clone tests itself.
+VECTORS = ROOT / "tests" / "vectors"
 
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    """The X-Road and edXML conformance vectors (``../shared/vectors``)."""
+    """The X-Road conformance vectors (copied from ``../shared/vectors``)."""
     assert VECTORS.is_dir(), f"conformance vectors not found at {VECTORS}"
     return VECTORS
