@@ -25,7 +25,7 @@ _PARSER_OPTIONS = {
 
 
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(**_PARSER_OPTIONS)  # type: ignore[arg-type]
+    return etree.XMLParser(**_PARSER_OPTIONS)
 
 
 def parse_xml(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES, max_depth: int = MAX_DEPTH) -> etree._Element:
@@ -41,8 +41,8 @@ def parse_xml(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES, max_depth: in
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
         raise XmlError(f"malformed XML: {exc}", code="xml.malformed") from exc
-    tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    docinfo = root.getroottree().docinfo
+    if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise XmlError("XML with a DOCTYPE/DTD is not accepted", code="xml.dtd_forbidden")
     _check_depth(root, max_depth)
     return root
