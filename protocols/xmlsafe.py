@@ -13,19 +13,9 @@ from protocols.errors import XmlError
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 256
 
-_PARSER_OPTIONS = {
-    "resolve_entities": False,
-    "no_network": True,
-    "dtd_validation": False,
-    "load_dtd": False,
-    "huge_tree": False,
-    "remove_comments": False,
-    "remove_pis": False,
-}
-
-
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(**_PARSER_OPTIONS)
+    return etree.XMLParser(resolve_entities=False, no_network=True, dtd_validation=False, load_dtd=False,
+                           huge_tree=False, remove_comments=False, remove_pis=False)
 
 
 def parse_xml(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES, max_depth: int = MAX_DEPTH) -> etree._Element:
@@ -40,6 +30,8 @@ def parse_xml(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES, max_depth: in
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
+        if "Excessive depth" in str(exc):
+            raise XmlError(f"XML nesting deeper than {max_depth} levels", code="xml.too_deep") from exc
         raise XmlError(f"malformed XML: {exc}", code="xml.malformed") from exc
     docinfo = root.getroottree().docinfo
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
