@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cryptography import x509
-
 
 class DigestSigner(Protocol):
     """Signs digests with one private key whose certificate is known."""

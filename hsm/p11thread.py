@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -35,7 +35,7 @@ class HsmTimeout(VdxpError):
 class ModuleThread:
     """The thread that owns one PKCS#11 library.  Use :meth:`for_module` to get it."""
 
-    _registry: dict[str, ModuleThread] = {}
+    _registry: ClassVar[dict[str, ModuleThread]] = {}
     _registry_lock = threading.Lock()
 
     def __init__(self, path: str) -> None:

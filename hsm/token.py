@@ -78,7 +78,7 @@ class KeyInfo:
 def _spki(pub: Any) -> tuple[bytes, str, int]:
     """SubjectPublicKeyInfo DER, key type and size of a PKCS#11 public key object."""
     from pkcs11 import Attribute, KeyType
-    from pkcs11.util.ec import decode_ec_public_key
+    from pkcs11.util.ec import encode_ec_public_key
 
     if pub.key_type == KeyType.RSA:
         n = int.from_bytes(pub[Attribute.MODULUS], "big")
@@ -87,7 +87,7 @@ def _spki(pub: Any) -> tuple[bytes, str, int]:
         return key.public_bytes(serialization.Encoding.DER,
                                 serialization.PublicFormat.SubjectPublicKeyInfo), "rsa", key.key_size
     if pub.key_type == KeyType.EC:
-        der = bytes(decode_ec_public_key(pub))
+        der = bytes(encode_ec_public_key(pub))
         loaded = serialization.load_der_public_key(der)
         assert isinstance(loaded, ec.EllipticCurvePublicKey)
         return der, "ec", loaded.curve.key_size
@@ -218,6 +218,8 @@ class Token:
                     self._reset()
                     self.reconnects += 1
                     continue
+                if not _is_pkcs11_error(exc):
+                    raise
                 raise map_pkcs11_error(exc, self.spec) from None
         raise AssertionError("unreachable")
 
@@ -377,3 +379,9 @@ class Token:
 
         self._run(op)
         return self.t_find_key(key.key_id, None)
+
+
+def _is_pkcs11_error(exc: BaseException) -> bool:
+    import pkcs11.exceptions as p11e
+
+    return isinstance(exc, p11e.PKCS11Error)
