@@ -46,7 +46,7 @@ DEFAULT_REFRESH_MARGIN_SECONDS = 300.0
 class OcspHttpClient(Protocol):
     """What we need of a ``treq.client.HTTPClient`` (``treq.testing.StubTreq`` works too)."""
 
-    def post(self, url: str, data: Any = ..., **kwargs: Any) -> Deferred[Any]: ...
+    def post(self, url: str, /, *, data: bytes, headers: dict[bytes | str, bytes | str]) -> Deferred[Any]: ...
 
 
 def ocsp_urls(cert: x509.Certificate) -> list[str]:
@@ -162,7 +162,7 @@ class OcspClient:
             response = await self._http.post(
                 url,
                 data=body,
-                headers={"Content-Type": OCSP_REQUEST_TYPE, "Accept": OCSP_RESPONSE_TYPE},
+                headers={b"Content-Type": OCSP_REQUEST_TYPE, b"Accept": OCSP_RESPONSE_TYPE},
             )
         except (
             net_error.ConnectError,
