@@ -22,7 +22,6 @@ from typing import Any
 from cryptography import x509
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -137,13 +136,13 @@ class TsaClient:
         query = build_request(digest, hash_name, nonce=nonce, cert_req=self._cert_req, policy=self._policy)
         started = _seconds(self._clock)
         exchange: Deferred[bytes] = Deferred.fromCoroutine(self._exchange(query))
-        exchange.addTimeout(self.timeout_seconds, self._clock)
-        try:
-            body = await exchange
-        except DeferredTimeoutError:
-            raise TimestampError(
-                f"TSA {self.url} did not answer within {self.timeout_seconds:g} s", code="tsa.timeout"
-            ) from None
+
+        def timed_out(result: object, timeout: float) -> bytes:
+            # whatever the cancelled exchange ended with (CancelledError, ResponseNeverReceived, ...)
+            raise TimestampError(f"TSA {self.url} did not answer within {timeout:g} s", code="tsa.timeout")
+
+        exchange.addTimeout(self.timeout_seconds, self._clock, onTimeoutCancel=timed_out)
+        body = await exchange
         now = datetime.fromtimestamp(_seconds(self._clock), UTC)
         token = verify_response(
             body, digest=digest, hash_name=hash_name, nonce=nonce, tsa_certs=self.tsa_certs, at=now
