@@ -160,9 +160,7 @@ def _identifier(value: str) -> str:
 
 def _member_id(value: str) -> str:
     if not _MEMBER_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a member id INSTANCE/CLASS/CODE (letters, digits and '()+,-.=? only)"
-        )
+        raise ValueError(f"{value!r} is not a member id INSTANCE/CLASS/CODE (letters, digits and '()+,-.=? only)")
     return value
 
 
@@ -356,9 +354,7 @@ class ListenersConfig:
 
     def items(self) -> list[tuple[str, str]]:
         """``(name, endpoint)`` of every enabled listener."""
-        return [
-            (name, value) for name, value in (("health", self.health), ("metrics", self.metrics)) if value
-        ]
+        return [(name, value) for name, value in (("health", self.health), ("metrics", self.metrics)) if value]
 
 
 @dataclass(frozen=True)
@@ -466,9 +462,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     try:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            [("", f"configuration file {source} does not exist")], code="config.not_found"
-        ) from None
+        raise ConfigError([("", f"configuration file {source} does not exist")], code="config.not_found") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
@@ -486,9 +480,7 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
             [("", f"YAML syntax error at {where}: {what}")], source=source, code="config.yaml_syntax"
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            [("", f"YAML syntax error: {exc}")], source=source, code="config.yaml_syntax"
-        ) from None
+        raise ConfigError([("", f"YAML syntax error: {exc}")], source=source, code="config.yaml_syntax") from None
     return parse_config(data, base_dir=source.parent, source=source)
 
 
@@ -676,9 +668,7 @@ class _Validator:
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     self.declared_tokens.setdefault(item["id"], index)
                 pin_path = f"tokens[{index}].pin"
-                if isinstance(item, dict) and not any(
-                    p.startswith(pin_path) for p, _ in self.problems[before:]
-                ):
+                if isinstance(item, dict) and not any(p.startswith(pin_path) for p, _ in self.problems[before:]):
                     try:
                         self.secret(_Secret.model_validate(item.get("pin")), pin_path)
                     except ValidationError:
@@ -758,22 +748,16 @@ class _Validator:
                     f"members[{seen_keys[key]}] already signs with this key; each member needs its own",
                 )
             elif auth_key is not None and key == auth_key:
-                self.problem(
-                    f"{where}.sign_key", "is the authentication key (auth_key); use a separate signing key"
-                )
+                self.problem(f"{where}.sign_key", "is the authentication key (auth_key); use a separate signing key")
             seen_keys.setdefault(key, index)
             out.append(MemberConfig(id=raw.id, name=raw.name, subsystems=tuple(raw.subsystems), sign_key=key))
         if server is not None:
             self.check_mode(server, out, seen_ids)
         return out
 
-    def check_mode(
-        self, server: ServerConfig, members: list[MemberConfig], seen_ids: Mapping[str, int]
-    ) -> None:
+    def check_mode(self, server: ServerConfig, members: list[MemberConfig], seen_ids: Mapping[str, int]) -> None:
         if server.owner not in seen_ids:
-            self.problem(
-                "server.owner", f"{server.owner} is not among members[]; declare the owner as a member"
-            )
+            self.problem("server.owner", f"{server.owner} is not among members[]; declare the owner as a member")
             return
         if server.mode == "dedicated":
             for member in members:
@@ -863,9 +847,7 @@ class _Validator:
         if parts.scheme in ("postgresql", "postgres"):
             if parts.password is not None:
                 # Never echo the URL: it holds the secret.
-                self.problem(
-                    "database.url", "holds a password; move it to database.password (file, env or credential)"
-                )
+                self.problem("database.url", "holds a password; move it to database.password (file, env or credential)")
                 return None
             if not parts.path.strip("/"):
                 self.problem("database.url", "names no database (postgresql://user@host:5432/DATABASE)")

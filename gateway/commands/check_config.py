@@ -21,9 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="validate a configuration file and print every problem",
         description="Validate a gateway configuration file. Exit 0 if valid, 2 otherwise.",
     )
-    p.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})"
-    )
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.set_defaults(func=check_config)
 
 
