@@ -167,11 +167,13 @@ def step_digest(digest_uri: str, items: Sequence[DigestInput]) -> bytes:
 class _SchemaResolver(etree.Resolver):  # type: ignore[misc,unused-ignore]
     """Serves the packaged schemas; refuses every other URL (never the network)."""
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+    def resolve(  # type: ignore[override,unused-ignore]
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> object:
         name = (system_url or "").rsplit("/", 1)[-1]
         if name in ("hashchain.xsd", "xmldsig-core-schema.xsd"):
             data = (resources.files("protocols") / "xsd" / name).read_bytes()
-            return self.resolve_string(data, context)
+            return self.resolve_string(data, context, base_url=system_url)
         raise HashChainError(f"schema loader refused to fetch {system_url!r}", code="hashchain.schema_load")
 
 
@@ -203,10 +205,10 @@ def _parse_validated(data: bytes, root_tag: str, what: str) -> etree._Element:
         root = parse_xml(data, max_bytes=MAX_CHAIN_DOCUMENT_BYTES)
     except XmlError as exc:
         raise _error(_MALFORMED, f"{what} is not acceptable XML: {exc.message}") from exc
-    schema = _schema()
-    if not schema.validate(root):
-        err = schema.error_log.last_error
-        raise _error(_MALFORMED, f"{what} does not conform to hashchain.xsd: {err.message if err else '?'}")
+    try:
+        _schema().assertValid(root)
+    except etree.DocumentInvalid as exc:
+        raise _error(_MALFORMED, f"{what} does not conform to hashchain.xsd: {exc}") from exc
     if root.tag != root_tag:
         raise _error(_MALFORMED, f"{what} has root element {root.tag}, expected {root_tag}")
     return root
