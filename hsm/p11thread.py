@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
@@ -43,6 +44,10 @@ class ModuleThread:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"pkcs11:{path}", daemon=True)
         self._lib: Any = None
+        # Bumped when the library is finalised and initialised again: every session
+        # and object handle of the old generation is dead.
+        self.generation = 0
+        self._last_reinit = -1e9
         self._thread.start()
 
     @classmethod
@@ -62,6 +67,23 @@ class ModuleThread:
 
             self._lib = pkcs11.lib(self.path)
         return self._lib
+
+    def reinitialize(self, min_interval: float = 2.0) -> bool:
+        """``C_Finalize`` + ``C_Initialize``: the way back after a token vanished and returned.
+
+        SoftHSM2 (and some HSM libraries) only rescan their slots at initialisation.
+        Every token of this module reopens its session afterwards (see ``generation``).
+        Rate-limited to once per ``min_interval`` seconds; returns whether it ran.
+        """
+        self._assert_on_thread()
+        now = time.monotonic()
+        if now - self._last_reinit < min_interval:
+            return False
+        self._last_reinit = now
+        if self._lib is not None:
+            self._lib.reinitialize()
+        self.generation += 1
+        return True
 
     def on_thread(self) -> bool:
         return threading.current_thread() is self._thread

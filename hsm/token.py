@@ -133,6 +133,7 @@ class Token:
         self._token: Any = None
         self._session: Any = None
         self._keys: dict[str, Any] = {}
+        self._generation = -1
         self.reconnects = 0
 
     # -- sync wrappers (CLI) ------------------------------------------------------------
@@ -168,8 +169,10 @@ class Token:
     # -- session management (module thread) ---------------------------------------------
 
     def _open(self) -> Any:
-        if self._session is not None:
+        if self._session is not None and self._generation == self.thread.generation:
             return self._session
+        self._session, self._keys = None, {}
+        self._generation = self.thread.generation
         lib = self.thread.lib()
         kwargs: dict[str, Any] = {}
         if self.spec.label:
@@ -192,7 +195,7 @@ class Token:
                 self._session = self._token.open(rw=True)
         except Exception as exc:
             self._token = None
-            raise map_pkcs11_error(exc, self.spec) from None
+            raise map_pkcs11_error(exc, self.spec) from exc
         finally:
             del pin
         return self._session
@@ -206,19 +209,30 @@ class Token:
                 pass
 
     def _run(self, op: Any, *args: Any) -> Any:
-        """Run ``op(session, *args)``, reconnecting once after a session or device error."""
-        for attempt in (1, 2):
-            session = self._open()
+        """Run ``op(session, *args)``, recovering from session and device errors.
+
+        First a new login session; if that fails too, the module is initialised again
+        (a token that vanished and came back is only seen after that).
+        """
+        last = 3
+        for attempt in range(1, last + 1):
             try:
+                session = self._open()
                 return op(session, *args)
-            except VdxpError:
-                raise
             except Exception as exc:
-                if attempt == 1 and _reconnectable(exc):
+                cause = exc.__cause__ if isinstance(exc, HsmError) and exc.__cause__ is not None else exc
+                if attempt < last and _reconnectable(cause):
+                    self._reset()
+                    self.reconnects += 1
+                    if attempt == 2:
+                        self.thread.reinitialize()
+                    continue
+                if attempt == 1 and _token_missing(cause) and self.thread.reinitialize():
+                    # A token that was removed and re-inserted is only seen after re-initialisation.
                     self._reset()
                     self.reconnects += 1
                     continue
-                if not _is_pkcs11_error(exc):
+                if isinstance(exc, VdxpError) or not _is_pkcs11_error(exc):
                     raise
                 raise map_pkcs11_error(exc, self.spec) from None
         raise AssertionError("unreachable")
@@ -385,3 +399,9 @@ def _is_pkcs11_error(exc: BaseException) -> bool:
     import pkcs11.exceptions as p11e
 
     return isinstance(exc, p11e.PKCS11Error)
+
+
+def _token_missing(exc: BaseException) -> bool:
+    import pkcs11.exceptions as p11e
+
+    return isinstance(exc, p11e.NoSuchToken | p11e.TokenNotPresent)

@@ -47,8 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _generate(args: argparse.Namespace) -> int:
     from protocols.certprofile import MemberId
+    from protocols.errors import VdxpError
 
-    MemberId.parse(args.member)
+    try:
+        MemberId.parse(args.member)
+    except VdxpError as exc:
+        raise UsageError(f"--member: {exc.message}", code="usage.member_invalid") from None
     token = open_token(args)
     key = token.generate_key(args.key_type, bits=args.bits, usage=args.usage, member=args.member,
                              label=args.label)
