@@ -66,11 +66,16 @@ def ocsp_urls(cert: x509.Certificate) -> list[str]:
 class _BoundedBody(tx_protocol.Protocol):
     """Collects a response body, failing once it grows past ``limit`` bytes."""
 
-    def __init__(self, finished: Deferred[bytes], limit: int) -> None:
-        self._finished = finished
+    def __init__(self, limit: int) -> None:
+        self.finished: Deferred[bytes] = Deferred(self._cancel)
+        self._finished = self.finished
         self._limit = limit
         self._parts: list[bytes] = []
         self._size = 0
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self._finished.called:
@@ -124,9 +129,7 @@ class OcspClient:
         self._hash_name = hash_name
         self._skew = max_clock_skew_seconds
 
-    async def fetch(
-        self, cert: x509.Certificate, issuer: x509.Certificate, url: str | None = None
-    ) -> ocsp.OcspStatus:
+    async def fetch(self, cert: x509.Certificate, issuer: x509.Certificate, url: str | None = None) -> ocsp.OcspStatus:
         """Ask the responder (``url`` or the AIA one) about ``cert`` and verify the answer."""
         if url is None:
             urls = ocsp_urls(cert)
@@ -143,9 +146,7 @@ class OcspClient:
         try:
             der = await exchange
         except defer.TimeoutError:
-            raise OcspError(
-                f"no OCSP response from {url} within {self._timeout:g} s", code="ocsp.timeout"
-            ) from None
+            raise OcspError(f"no OCSP response from {url} within {self._timeout:g} s", code="ocsp.timeout") from None
         return ocsp.verify_response(
             der,
             cert=cert,
@@ -172,9 +173,9 @@ class OcspClient:
             ResponseNeverReceived,
             RequestTransmissionFailed,
         ) as exc:
-            raise OcspError(
-                f"cannot reach the OCSP responder {url}: {exc}", code="ocsp.unreachable"
-            ) from None
+            if _was_cancelled(exc):
+                raise defer.CancelledError() from None
+            raise OcspError(f"cannot reach the OCSP responder {url}: {exc}", code="ocsp.unreachable") from None
         code = int(response.code)
         if code != 200:
             await _discard(response)
@@ -192,24 +193,25 @@ class OcspClient:
         length = response.length
         if isinstance(length, int) and length > self._max_bytes:
             await _discard(response)
-            raise OcspError(
-                f"the OCSP response is larger than {self._max_bytes} bytes", code="ocsp.http_error"
-            )
-        finished: Deferred[bytes] = Deferred()
-        response.deliverBody(_BoundedBody(finished, self._max_bytes))
+            raise OcspError(f"the OCSP response is larger than {self._max_bytes} bytes", code="ocsp.http_error")
+        collector = _BoundedBody(self._max_bytes)
+        response.deliverBody(collector)
         try:
-            return await finished
+            return await collector.finished
         except (ResponseFailed, net_error.ConnectionLost) as exc:
-            raise OcspError(
-                f"the OCSP response from {url} was cut off: {exc}", code="ocsp.unreachable"
-            ) from None
+            raise OcspError(f"the OCSP response from {url} was cut off: {exc}", code="ocsp.unreachable") from None
+
+
+def _was_cancelled(exc: Exception) -> bool:
+    reasons = getattr(exc, "reasons", None) or []
+    return any(isinstance(r, Failure) and r.check(defer.CancelledError) for r in reasons)  # type: ignore[no-untyped-call]
 
 
 async def _discard(response: Any) -> None:
-    finished: Deferred[bytes] = Deferred()
-    response.deliverBody(_BoundedBody(finished, 64 * 1024))
+    collector = _BoundedBody(64 * 1024)
+    response.deliverBody(collector)
     try:
-        await finished
+        await collector.finished
     except Exception:  # noqa: S110 - the body of an error answer is of no interest
         pass
 
@@ -296,9 +298,7 @@ class OcspCache:
             Deferred.fromCoroutine(self._fetch(key, cert, issuer))
         return await waiter
 
-    async def _fetch(
-        self, key: tuple[bytes, bytes], cert: x509.Certificate, issuer: x509.Certificate
-    ) -> None:
+    async def _fetch(self, key: tuple[bytes, bytes], cert: x509.Certificate, issuer: x509.Certificate) -> None:
         outcome: ocsp.OcspStatus | Failure
         try:
             outcome = await self._client.fetch(cert, issuer)

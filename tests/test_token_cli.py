@@ -96,7 +96,8 @@ def test_errors_are_one_coded_line(initialised: tuple[dict[str, str], Path]) -> 
         (["cert", "import", *tok(d), str(d / "softhsm2.conf")], 1, "cert.invalid"),
         (["key", "csr", *tok(d), "--key-id", "00" * 16, "--profile", "sign", "--member", MEMBER,
           "--member-name", "x"], 1, "hsm.key_not_found"),
-        (["key", "generate", *tok(d), "--usage", "sign", "--member", "VN-TEST/GOV/bad code!"], 2, "usage.member_invalid"),
+        (["key", "generate", *tok(d), "--usage", "sign", "--member", "VN-TEST/GOV/bad code!"], 2,
+         "usage.member_invalid"),
         (["token", "list"], 2, "usage.token_missing"),
         (["key", "frobnicate"], 2, "usage.invalid"),
     ]
