@@ -122,7 +122,7 @@ class Demo:
                         f"until {c.not_valid_after_utc:%Y-%m-%d})")
 
         # 5. OCSP for the signing certificates.
-        http = HTTPClient(Agent(self.reactor))  # type: ignore[no-untyped-call]
+        http = HTTPClient(Agent(self.reactor))  # type: ignore[no-untyped-call,arg-type]
         ocsp_client = OcspClient(http, self.reactor, timeout_seconds=10)
         ocsp_der: dict[int, bytes] = {}
         for cert in certs:
