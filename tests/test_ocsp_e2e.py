@@ -198,9 +198,8 @@ async def test_our_client_against_our_responder(env: Env, responder_url: str) ->
     client = OcspClient(treq.client.HTTPClient(Agent(reactor, pool=pool)), reactor, timeout_seconds=10)
     status = await client.fetch(env.cert, env.issuer, responder_url)
     assert status.is_good
-    cache = OcspCache(client, reactor)
-    # Concurrent callers share one fetch through the cache (AIA points elsewhere, so pass the URL
-    # by wrapping the client).
+    # Concurrent callers share one fetch through the cache.  The certificate's AIA names the
+    # default port, so pin the client to this responder's URL.
 
     class _Pinned:
         async def fetch(

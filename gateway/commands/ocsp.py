@@ -60,7 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
         from twisted.web.server import Site
 
         resource = OcspResponderResource(args.pki, reactor, next_update_seconds=args.next_update)
-        endpoint = serverFromString(reactor, args.listen)  # type: ignore[no-untyped-call]
+        try:
+            endpoint = serverFromString(reactor, args.listen)  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError, KeyError) as exc:
+            sys.stderr.write(f"error: usage.invalid: bad --listen endpoint {args.listen!r}: {exc}\n")
+            raise SystemExit(2) from None
 
         async def run() -> None:
             try:
