@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Final
 from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -330,7 +330,7 @@ class _Parsed:
     attr_message_digests: list[bytes]
     ess_v1_hashes: list[bytes]
     ess_v2: list[tuple[str, bytes]]
-    sid_issuer: Any
+    sid_issuer: str | None
     sid_serial: int | None
     sid_ski: bytes | None
     sig_algo: str
@@ -386,11 +386,11 @@ def _parse_token(token_der: bytes) -> _Parsed:
                     for c in sc["certs"]:
                         ess2.append((c["hash_algorithm"]["algorithm"].dotted, bytes(c["cert_hash"].native)))
         sid = si["sid"]
-        sid_issuer: Any = None
+        sid_issuer: str | None = None
         sid_serial: int | None = None
         sid_ski: bytes | None = None
         if sid.name == "issuer_and_serial_number":
-            sid_issuer = sid.chosen["issuer"]
+            sid_issuer = sid.chosen["issuer"].hashable  # normalised form; forces the parse here
             sid_serial = int(sid.chosen["serial_number"].native)
         else:
             sid_ski = bytes(sid.chosen.native)
@@ -456,7 +456,7 @@ def _parse_token(token_der: bytes) -> _Parsed:
 class _Candidate:
     cert: x509.Certificate
     der: bytes
-    issuer: Any
+    issuer: str
     serial: int
     ski: bytes | None
 
@@ -465,7 +465,7 @@ def _candidate(cert: x509.Certificate) -> _Candidate:
     der = cert.public_bytes(Encoding.DER)
     ac = asn1_x509.Certificate.load(der)
     ski = ac.key_identifier
-    return _Candidate(cert=cert, der=der, issuer=ac.issuer, serial=cert.serial_number,
+    return _Candidate(cert=cert, der=der, issuer=ac.issuer.hashable, serial=cert.serial_number,
                       ski=None if ski is None else bytes(ski))
 
 
@@ -531,6 +531,8 @@ def _verify_signature(p: _Parsed, cert: x509.Certificate) -> None:
             )
     except InvalidSignature:
         raise _fail("signature_invalid", "signature over the signed attributes does not verify") from None
+    except (ValueError, UnsupportedAlgorithm) as exc:  # e.g. a negative PSS salt length
+        raise _fail("signature_invalid", f"signature parameters unusable: {exc}") from None
 
 
 def _verify(

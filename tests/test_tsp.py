@@ -73,13 +73,14 @@ def make_tsa_cert(
     eku_critical: bool = True,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(not_before or NOW - timedelta(days=1))
         .not_valid_after(not_after or NOW + timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -328,6 +329,66 @@ def test_same_key_other_certificate(good: tuple[Tsa, bytes, bytes]) -> None:
     tsa, digest, resp = good
     twin = make_tsa_cert(tsa.ca_key, tsa.ca_cert, tsa.key)
     expect_code("tsa.unknown_signer", _verify(tsa, resp, digest, tsa_certs=[twin]))
+
+
+def test_ess_cert_id_must_match(good: tuple[Tsa, bytes, bytes]) -> None:
+    """Same issuer and serial (the SignerIdentifier matches) but another certificate: the
+    ESSCertIDv2 hash tells them apart."""
+    tsa, digest, resp = good
+    lookalike = make_tsa_cert(tsa.ca_key, tsa.ca_cert, tsa.key, serial=tsa.cert.serial_number,
+                              not_after=NOW + timedelta(days=31))
+    expect_code("tsa.unknown_signer", _verify(tsa, resp, digest, tsa_certs=[lookalike]))
+
+
+def test_signer_by_subject_key_identifier(good: tuple[Tsa, bytes, bytes]) -> None:
+    tsa, digest, resp = good
+    ci = cms.ContentInfo.load(tsp.verify_response(resp, digest=digest, hash_name="sha512", nonce=11,
+                                                  tsa_certs=[tsa.cert]).token_der)
+    signer_info = ci["content"]["signer_infos"][0]
+    ski = tsa.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    signer_info["sid"] = cms.SignerIdentifier({"subject_key_identifier": ski})
+    signer_info["version"] = "v3"
+    token_der = ci.dump(force=True)
+    token = tsp.verify_token(token_der, digest=digest, hash_name="sha512", tsa_certs=[tsa.cert])
+    assert token.signer_cert == tsa.cert
+    other = make_tsa("ecdsa", name="Other TSA")
+    expect_code("tsa.unknown_signer", lambda: tsp.verify_token(
+        token_der, digest=digest, hash_name="sha512", tsa_certs=[other.cert]))
+
+
+def test_mutations_only_raise_timestamp_errors(good: tuple[Tsa, bytes, bytes]) -> None:
+    """Flip random bytes of a good response: the verifier either accepts (a byte of an
+    unsigned part such as an embedded certificate) or raises a TimestampError, never
+    anything else."""
+    import random
+
+    tsa, digest, resp = good
+    rnd = random.Random(3161)
+    codes: set[str] = set()
+    for _ in range(400):
+        mutated = bytearray(resp)
+        for _ in range(rnd.choice((1, 1, 2, 5))):
+            mutated[rnd.randrange(len(mutated))] = rnd.randrange(256)
+        try:
+            tsp.verify_response(bytes(mutated), digest=digest, hash_name="sha512", nonce=11, tsa_certs=[tsa.cert])
+        except TimestampError as exc:
+            codes.add(exc.code)
+    assert {"tsa.malformed", "tsa.signature_invalid"} <= codes
+
+
+def test_query_mutations_only_raise_rejections(rsa_tsa: Tsa) -> None:
+    import random
+
+    profile = tsp.TsaProfile(rsa_tsa.cert, policy_oid=DEV_POLICY_OID)
+    query = tsp.build_request(digest_of(), "sha512", nonce=2**60, policy=DEV_POLICY_OID)
+    rnd = random.Random(3161)
+    for _ in range(400):
+        mutated = bytearray(query)
+        mutated[rnd.randrange(len(mutated))] = rnd.randrange(256)
+        try:
+            profile.prepare(bytes(mutated), serial=1, gen_time=NOW)
+        except tsp.TimestampQueryRejected:
+            pass
 
 
 @pytest.mark.parametrize(
