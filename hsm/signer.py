@@ -9,7 +9,8 @@ hash chain – X-Road's ``signatures.xml``, ``sig-hashchainresult.xml`` and
 Batching: one :class:`MessageSigner` per signing key.  While the token is busy with
 one private-key operation, new requests queue; when it is free, every queued request
 (up to ``max_batch``) is covered by one hash tree and **one** signature.  With batch
-signing off each request gets its own operation.  Requests that waited longer than
+signing off each request gets its own operation, and two may be in flight: one is
+prepared (XAdES layout) while the token signs the other.  Requests that waited longer than
 ``timeout`` are failed, not signed late (X-Road drops them the same way).
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 
 from cryptography import x509
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from hsm.p11thread import HsmTimeout, deferred_call
 from hsm.softkey import ecdsa_raw_to_der
@@ -80,7 +82,7 @@ class MessageSigner:
     """Signs messages with one key, batching concurrent requests into one HSM operation."""
 
     def __init__(self, reactor: Any, key: SigningKey, *, batch_signing: bool = True, hash_name: str = "sha512",
-                 max_batch: int = 1000, timeout: float = 10.0) -> None:
+                 max_batch: int = 1000, timeout: float = 10.0, pipeline_depth: int | None = None) -> None:
         self._reactor = reactor
         self.key = key
         self.batch_signing = batch_signing
@@ -89,7 +91,10 @@ class MessageSigner:
         self.max_batch = max_batch if batch_signing else 1
         self.timeout = timeout
         self._queue: deque[_Request] = deque()
-        self._busy = False
+        self._in_flight = 0
+        # Batching wants every request that arrives during an operation in the next batch;
+        # without batching, preparing the next signature while the token works pays.
+        self.pipeline_depth = pipeline_depth or (1 if batch_signing else 2)
         self.operations = 0  # private-key operations made (for metrics and tests)
 
     def digest(self, data: bytes) -> bytes:
@@ -105,36 +110,37 @@ class MessageSigner:
             raise VdxpError(f"part digests must be {self.hash_name} ({size} bytes)", code="signer.digest_invalid")
         d: Deferred[SignedMessage] = Deferred()
         self._queue.append(_Request(tuple(parts), d, self._reactor.seconds()))
-        if not self._busy:
-            self._busy = True
-            Deferred.fromCoroutine(self._drain())
+        self._pump()
         return d
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                now = self._reactor.seconds()
-                batch: list[_Request] = []
-                while self._queue and len(batch) < self.max_batch:
-                    req = self._queue.popleft()
-                    if now - req.queued_at > self.timeout:
-                        req.deferred.errback(HsmTimeout(
-                            f"signature request waited more than {self.timeout:g} s (signer overloaded)",
-                            code="signer.timeout"))
-                    else:
-                        batch.append(req)
-                if not batch:
-                    continue
-                try:
-                    results = await self._sign_batch([r.parts for r in batch])
-                except Exception as exc:
-                    for r in batch:
-                        r.deferred.errback(exc)
+    def _pump(self) -> None:
+        """Start batches while the pipeline has room: one batch is prepared while another is signed."""
+        while self._queue and self._in_flight < self.pipeline_depth:
+            now = self._reactor.seconds()
+            batch: list[_Request] = []
+            while self._queue and len(batch) < self.max_batch:
+                req = self._queue.popleft()
+                if now - req.queued_at > self.timeout:
+                    req.deferred.errback(HsmTimeout(
+                        f"signature request waited more than {self.timeout:g} s (signer overloaded)",
+                        code="signer.timeout"))
                 else:
-                    for r, res in zip(batch, results, strict=True):
-                        r.deferred.callback(res)
-        finally:
-            self._busy = False
+                    batch.append(req)
+            if not batch:
+                continue
+            self._in_flight += 1
+            d = Deferred.fromCoroutine(self._sign_batch([r.parts for r in batch]))
+            d.addBoth(self._batch_done, batch)
+
+    def _batch_done(self, result: list[SignedMessage] | Failure, batch: list[_Request]) -> None:
+        self._in_flight -= 1
+        if isinstance(result, Failure):
+            for r in batch:
+                r.deferred.errback(result)
+        else:
+            for r, res in zip(batch, result, strict=True):
+                r.deferred.callback(res)
+        self._pump()
 
     async def _sign_batch(self, inputs: list[tuple[tuple[str, bytes], ...]]) -> list[SignedMessage]:
         key = self.key
