@@ -21,7 +21,6 @@ import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
-from test_tsp import Tsa, make_tsa
 from treq.client import HTTPClient
 from twisted.internet import protocol
 from twisted.internet.utils import getProcessOutputAndValue
@@ -33,6 +32,7 @@ from gateway.devtsa import DEV_POLICY_OID, TsaResource
 from hsm.tsa import TsaClient
 from protocols import tsp
 from protocols.errors import TimestampError
+from tests.test_tsp import Tsa, make_tsa
 
 pytestmark = pytest.mark.e2e
 
@@ -434,4 +434,18 @@ async def test_cli_query(files: Files, serve: Any) -> None:
 
     out, err, code = await run_cli("tsa", "query", "--url", server.url, "--cert", f.dir / "missing.pem",
                                    "--data", f.data)
+    assert code == 2 and "usage.invalid" in err, err
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_serve_usage_errors(tmp_path: Path) -> None:
+    f = write_pki(tmp_path, "rsa-pkcs1")
+    _, err, code = await run_cli("tsa", "serve", "--cert", f.tsa_pem, "--key-label", "tsa",
+                                   "-c", tmp_path / "missing.yaml")
+    assert code == 2 and err.startswith("error: usage.invalid:") and "missing.yaml" in err, err
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"not a certificate")
+    _, err, code = await run_cli("tsa", "serve", "--cert", garbage, "--key-label", "tsa", "-c", f.tsa_pem)
+    assert code == 1 and "cert.unreadable" in err, err
+    _, err, code = await run_cli("tsa", "serve", "--cert", f.tsa_pem)
     assert code == 2 and "usage.invalid" in err, err

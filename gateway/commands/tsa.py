@@ -88,6 +88,18 @@ def _run(main: Any) -> int:
     return 0  # pragma: no cover - react() exits
 
 
+def _token_layer() -> Any:
+    """The module providing ``open_digest_signer(config_path, key_label, reactor)``,
+    imported lazily (it loads PKCS#11)."""
+    for name in ("gateway.keys", "hsm.tokens"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    raise VdxpError("the PKCS#11 token layer (open_digest_signer) is not available", code="hsm.unavailable")
+
+
 def _serve(args: argparse.Namespace) -> int:
     certs = load_certificates(args.cert)
     tsa_cert = certs[0]
@@ -102,10 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         from gateway.devtsa import DEV_POLICY_OID, TsaResource, check_signer_matches
 
-        try:  # the token layer, imported lazily
-            tokens = importlib.import_module("hsm.tokens")
-        except ImportError as exc:
-            raise VdxpError(f"the PKCS#11 token layer is not available: {exc}", code="hsm.unavailable") from None
+        tokens = _token_layer()
 
         observer: Any = textFileLogObserver(sys.stderr)
         globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
