@@ -78,6 +78,10 @@ async def _settle(result: object) -> None:
         await result
 
 
+# How long start-up waits for a component's first attempt (e.g. opening tokens).
+FIRST_ATTEMPT_TIMEOUT = 30.0
+
+
 class ListenError(VdxpError):
     """A listener could not be bound (port in use, permission denied, bad socket)."""
 
@@ -136,11 +140,12 @@ class Component:
 def standard_components() -> tuple[Component, ...]:
     """The components ``vdxp-gateway run`` starts.
 
-    Empty for now: tokens and the signer (``hsm/``) join here as a component reading
-    ``tokens``, ``auth_key`` and ``members`` and registering the "auth key accessible"
-    health check; the relay as one reading ``listeners`` and ``members``.
+    Tokens and signers (:mod:`gateway.signing`); the relay joins as one reading
+    ``listeners`` and ``members``.
     """
-    return ()
+    from gateway.signing import signing_component
+
+    return (signing_component(),)
 
 
 # ---------------------------------------------------------------------------
@@ -331,6 +336,7 @@ class GatewayApp:
             self.service.startService()
             for name, description in config.listeners.items():
                 await self._start_listener(name, description)
+            await self._first_attempts(self._running.values())
         except Exception as exc:
             await self._teardown()
             if isinstance(exc, VdxpError):
@@ -343,6 +349,19 @@ class GatewayApp:
         self.metrics.config_loaded.set(time.time())
         self.notifier.ready(f"serving {config.server.server_id}")
         self.log.info("Gateway {server_id} ready", server_id=config.server.server_id)
+
+    async def _first_attempts(self, running: Any) -> None:
+        """Wait (bounded) for components that open things in the background, e.g. tokens,
+        so READY=1 and the first health check reflect their first attempt."""
+        for item in list(running):
+            when = getattr(item.service, "whenStarted", None)
+            if when is not None:
+                d = when()
+                d.addTimeout(FIRST_ATTEMPT_TIMEOUT, self.reactor)
+                try:
+                    await d
+                except Exception:  # noqa: S110 - the component reports its own problems (health, log)
+                    pass
 
     async def _teardown(self) -> None:
         for running in self._running.values():
@@ -433,6 +452,7 @@ class GatewayApp:
                 running = self._build(component, new)
                 self._running[component.name] = running
                 _attach(running.service, self.service)
+                await self._first_attempts([running])
                 applied.append(component.name)
                 self.log.info(
                     "Rebuilt component {component} ({sections} changed)",

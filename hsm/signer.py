@@ -82,7 +82,8 @@ class MessageSigner:
     """Signs messages with one key, batching concurrent requests into one HSM operation."""
 
     def __init__(self, reactor: Any, key: SigningKey, *, batch_signing: bool = True, hash_name: str = "sha512",
-                 max_batch: int = 1000, timeout: float = 10.0, pipeline_depth: int | None = None) -> None:
+                 max_batch: int = 1000, timeout: float = 10.0, pipeline_depth: int | None = None,
+                 observer: Callable[[int, float, str], None] | None = None) -> None:
         self._reactor = reactor
         self.key = key
         self.batch_signing = batch_signing
@@ -96,6 +97,8 @@ class MessageSigner:
         # without batching, preparing the next signature while the token works pays.
         self.pipeline_depth = pipeline_depth or (1 if batch_signing else 2)
         self.operations = 0  # private-key operations made (for metrics and tests)
+        # Called after every batch with (messages, seconds, result code or "ok").
+        self._observer = observer
 
     def digest(self, data: bytes) -> bytes:
         """The digest of one part, with the hash this signer uses."""
@@ -130,10 +133,15 @@ class MessageSigner:
                 continue
             self._in_flight += 1
             d = Deferred.fromCoroutine(self._sign_batch([r.parts for r in batch]))
-            d.addBoth(self._batch_done, batch)
+            d.addBoth(self._batch_done, batch, self._reactor.seconds())
 
-    def _batch_done(self, result: list[SignedMessage] | Failure, batch: list[_Request]) -> None:
+    def _batch_done(self, result: list[SignedMessage] | Failure, batch: list[_Request], started: float) -> None:
         self._in_flight -= 1
+        if self._observer is not None:
+            code = "ok"
+            if isinstance(result, Failure):
+                code = result.value.code if isinstance(result.value, VdxpError) else "internal.error"
+            self._observer(len(batch), self._reactor.seconds() - started, code)
         if isinstance(result, Failure):
             for r in batch:
                 r.deferred.errback(result)

@@ -56,11 +56,39 @@ def config_data(
     }
 
 
+@pytest.fixture(scope="module")
+def gw_token(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A SoftHSM2 token "gw" holding the keys the configuration names: "auth", and "sign" with a
+    certificate (made through the real CLI)."""
+    from tests.conftest import make_softhsm
+
+    d = tmp_path_factory.mktemp("daemon-hsm")
+    hsm = make_softhsm(d, label="gw")
+    env = hsm.env()
+    tok = ["--token-label", "gw", "--pin-file", str(hsm.pin_file)]
+
+    def gw(*args: str) -> str:
+        out = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    gw("key", "generate", *tok, "--usage", "auth", "--member", OWNER, "--label", "auth", "--type", "ec")
+    gw("key", "generate", *tok, "--usage", "sign", "--member", OWNER, "--label", "sign")
+    key_id = next(line.split()[1] for line in gw("token", "list", *tok).splitlines() if "'sign'" in line)
+    gw("key", "csr", *tok, "--key-id", key_id, "--profile", "sign", "--member", OWNER, "--member-name", "Axis",
+       "--out", str(d / "sign.csr"))
+    gw("pki", "init", str(d / "pki"))
+    gw("pki", "issue", str(d / "pki"), "--csr", str(d / "sign.csr"), "--profile", "sign", "--out", str(d / "s.pem"))
+    gw("cert", "import", *tok, str(d / "s.pem"))
+    return hsm
+
+
 @pytest.fixture
-def confdir(tmp_path: Path) -> Path:
+def confdir(tmp_path: Path, gw_token: Any) -> Path:
     pin = tmp_path / "pin"
-    pin.write_text("1234\n")
+    pin.write_text(gw_token.pin_file.read_text())
     pin.chmod(0o600)
+    (tmp_path / "softhsm2.conf").write_text(gw_token.conf.read_text())
     return tmp_path
 
 
@@ -474,6 +502,8 @@ class Daemon:
         if notify is not None:
             self.notify_sock, env["NOTIFY_SOCKET"] = notify
             env["WATCHDOG_USEC"] = "1000000"
+        # The token of the gw_token fixture (confdir carries a copy of its SoftHSM2 config).
+        env["SOFTHSM2_CONF"] = str(config.parent / "softhsm2.conf")
         self.proc = subprocess.Popen(
             [str(CLI), "run", "-c", str(config)],
             stdout=subprocess.PIPE,
@@ -548,6 +578,16 @@ def http_get(port: int, path: str = "/") -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def wait_healthy(port: int, timeout: float = 20) -> tuple[int, str]:
+    """Tokens open in the background after READY: poll until the health check passes."""
+    deadline = time.monotonic() + timeout
+    result = http_get(port)
+    while result[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        result = http_get(port)
+    return result
+
+
 def metric(port: int, line_start: str) -> str:
     _, body = http_get(port, "/metrics")
     matches = [line for line in body.splitlines() if line.startswith(line_start)]
@@ -563,7 +603,8 @@ def test_daemon_serves_reloads_and_stops(confdir: Path, notify_socket: tuple[soc
         ready = daemon.wait_notify("READY=1")
         assert f"STATUS=serving {OWNER}/gw1" in ready
         ports = daemon.ports()
-        assert http_get(ports["health"]) == (200, "OK\n")
+        assert wait_healthy(ports["health"]) == (200, "OK\n")
+        assert 'vdxp_hsm_token_up{token="main"} 1.0' in http_get(ports["metrics"], "/metrics")[1]
         assert "vdxp_build_info{" in http_get(ports["metrics"], "/metrics")[1]
         daemon.wait_notify("WATCHDOG=1")
 
@@ -608,6 +649,8 @@ def test_reload_disables_a_listener_and_sigint_stops(confdir: Path) -> None:
     daemon = Daemon(path)
     try:
         ports = daemon.ports()
+        daemon.wait_log(lambda e: e.get("log_format") == "Gateway {server_id} ready")
+        assert wait_healthy(ports["health"]) == (200, "OK\n")
         data = config_data(health="tcp:0:interface=127.0.0.1")
         data["listeners"]["metrics"] = None
         path.write_text(yaml.safe_dump(data))
@@ -652,3 +695,21 @@ def test_run_with_invalid_config_exits_2(confdir: Path) -> None:
         result.stderr
         == f"error: config.invalid: tokens[0].pin: file {confdir / 'pin'} is readable by others (mode 0644; use 0600)\n"
     )
+
+
+@pytest.mark.e2e
+def test_missing_token_is_reported_not_fatal(confdir: Path) -> None:
+    data = config_data()
+    data["tokens"][0]["label"] = "no-such-token"
+    daemon = Daemon(write(confdir, data))
+    try:
+        ports = daemon.ports()
+        error = daemon.wait_log(lambda e: e.get("code") == "hsm.token_not_found")
+        assert error["level"] == "error" and error["token"] == "main"
+        status, body = http_get(ports["health"])
+        assert status == 500 and "token main: hsm.token_not_found" in body
+        assert 'vdxp_hsm_token_errors_total{code="hsm.token_not_found",token="main"} 1.0' in \
+            http_get(ports["metrics"], "/metrics")[1]
+        assert daemon.proc.poll() is None  # still running, retrying with back-off
+    finally:
+        assert daemon.stop() == 0
