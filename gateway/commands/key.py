@@ -20,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     gen = ksub.add_parser("generate", help="generate a key pair on the token (the private key never leaves it)")
     add_token_arguments(gen)
-    gen.add_argument("--usage", choices=("sign", "auth"), required=True,
-                     help="sign: a member's message-signing key; auth: the server's TLS authentication key")
-    gen.add_argument("--member", required=True, metavar="ID",
+    gen.add_argument("--usage", choices=("sign", "auth"),
+                     help="sign: a member's message-signing key; auth: the server's TLS authentication key "
+                          "(required unless --label names another key, e.g. a TSA's)")
+    gen.add_argument("--member", metavar="ID",
                      help="owning member, INSTANCE/CLASS/CODE (e.g. VN-TEST/GOV/000.00.00.H41)")
     gen.add_argument("--type", dest="key_type", choices=("rsa", "ec"), default="rsa", help="default rsa")
     gen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                       "businessCategory=<member class>, serialNumber=<member code>.")
     add_token_arguments(csr)
     csr.add_argument("--key-id", required=True, help="key id (hex CKA_ID, from `token list`)")
-    csr.add_argument("--profile", choices=("sign", "auth"), required=True)
+    csr.add_argument("--profile", choices=("sign", "auth", "tsa"), required=True,
+                     help="tsa: a time-stamping authority's key (subject CN=<server>, O=<member name>)")
     csr.add_argument("--member", required=True, metavar="ID", help="INSTANCE/CLASS/CODE")
     csr.add_argument("--member-name", required=True, help="the member's (agency's) name")
     csr.add_argument("--server", help="server code or DNS name (auth profile)")
@@ -49,10 +51,14 @@ def _generate(args: argparse.Namespace) -> int:
     from protocols.certprofile import MemberId
     from protocols.errors import VdxpError
 
-    try:
-        MemberId.parse(args.member)
-    except VdxpError as exc:
-        raise UsageError(f"--member: {exc.message}", code="usage.member_invalid") from None
+    if args.label is None and (args.usage is None or args.member is None):
+        raise UsageError("give --usage and --member (or --label for a key of another kind)",
+                         code="usage.key_usage_missing")
+    if args.member is not None:
+        try:
+            MemberId.parse(args.member)
+        except VdxpError as exc:
+            raise UsageError(f"--member: {exc.message}", code="usage.member_invalid") from None
     token = open_token(args)
     key = token.generate_key(args.key_type, bits=args.bits, usage=args.usage, member=args.member,
                              label=args.label)
@@ -70,9 +76,9 @@ def make_csr(token: object, key_id: str, profile: str, member: str, member_name:
 
     assert isinstance(token, Token)
     mid = certprofile.MemberId.parse(member)
-    if profile == "auth":
+    if profile in ("auth", "tsa"):
         if not server:
-            raise UsageError("the auth profile needs --server", code="usage.server_missing")
+            raise UsageError(f"the {profile} profile needs --server", code="usage.server_missing")
         subject = certprofile.auth_subject(mid, member_name, server)
     else:
         subject = certprofile.sign_subject(mid, member_name)

@@ -1,7 +1,7 @@
 """`vdxp-gateway tsa`: the development time-stamping authority and a test query.
 
 ``tsa serve`` runs :class:`gateway.devtsa.TsaResource` with the key on a PKCS#11
-token (through :func:`hsm.tokens.open_digest_signer`); ``tsa query`` time-stamps a
+token (through :func:`gateway.keys.open_digest_signer`); ``tsa query`` time-stamps a
 file at a TSA and prints the verified genTime and serial number (exit 0), or the
 error (exit 1).
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,18 +86,6 @@ def _run(main: Any) -> int:
     return 0  # pragma: no cover - react() exits
 
 
-def _token_layer() -> Any:
-    """The module providing ``open_digest_signer(config_path, key_label, reactor)``,
-    imported lazily (it loads PKCS#11)."""
-    for name in ("gateway.keys", "hsm.tokens"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    raise VdxpError("the PKCS#11 token layer (open_digest_signer) is not available", code="hsm.unavailable")
-
-
 def _serve(args: argparse.Namespace) -> int:
     certs = load_certificates(args.cert)
     tsa_cert = certs[0]
@@ -113,14 +99,11 @@ def _serve(args: argparse.Namespace) -> int:
         from twisted.web.server import Site
 
         from gateway.devtsa import DEV_POLICY_OID, TsaResource, check_signer_matches
-
-        tokens = _token_layer()
+        from gateway.keys import open_digest_signer
 
         observer: Any = textFileLogObserver(sys.stderr)
         globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-        signer = tokens.open_digest_signer(args.config, args.key_label, reactor)
-        if inspect.isawaitable(signer):
-            signer = await signer
+        signer = open_digest_signer(args.config, args.key_label, reactor)
         await check_signer_matches(signer, tsa_cert, args.hash)
         resource = TsaResource(signer, tsa_cert, chain, reactor, args.policy or DEV_POLICY_OID, hash_name=args.hash)
         try:
