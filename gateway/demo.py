@@ -157,14 +157,16 @@ class Demo:
                                                     {"/sig-hashchain.xml": r.hash_chain, "/message.xml": m}.get,
                                                     {"/message.xml": None})
                 summary.append((member, key_type, batch, signer.operations, elapsed))
-                if batch:
+                if batch and not (d / "sample").exists():  # the first member's batch is the sample
                     sample = next((r for r in results if r.hash_chain is not None), results[0])
                     (d / "sample").mkdir(exist_ok=True)
                     (d / "sample" / "signatures.xml").write_bytes(sample.signature_xml)
+                    # What gets time-stamped: the batch's hash-chain result (or a lone signature).
+                    stamped = sample.hash_chain_result or sample.signature_xml
+                    stamped_name = "sig-hashchainresult.xml" if sample.hash_chain_result else "signatures.xml"
                     if sample.hash_chain is not None and sample.hash_chain_result is not None:
                         (d / "sample" / "sig-hashchain.xml").write_bytes(sample.hash_chain)
                         (d / "sample" / "sig-hashchainresult.xml").write_bytes(sample.hash_chain_result)
-                        batch_result = sample.hash_chain_result
         self.say(f"signed {self.messages} concurrent messages per key; every XAdES signature and hash chain "
                  "verified:")
         for member, key_type, batch, ops, elapsed in summary:
@@ -177,19 +179,18 @@ class Demo:
         tsa_port = await _listen(self.reactor, TsaResource(tsa_signer, tsa_cert, [pki.intermediate], self.reactor))
         tsa_url = f"http://127.0.0.1:{tsa_port.getHost().port}/"
         tsa_client = TsaClient(http, self.reactor, tsa_url, [tsa_cert], timeout_seconds=10)
-        digest = hashlib.sha512(batch_result).digest()
+        digest = hashlib.sha512(stamped).digest()
         token_ts = await tsa_client.timestamp(digest, "sha512")
         (d / "sample" / "timestamp.tst").write_bytes(token_ts.token_der)
-        self.say(f"RFC 3161: the batch's hash-chain result time-stamped by the development TSA on {tsa_url} "
+        self.say(f"RFC 3161: {stamped_name} of the sample time-stamped by the development TSA on {tsa_url} "
                  f"(key on the token): genTime {token_ts.gen_time:%Y-%m-%d %H:%M:%S} UTC, serial "
                  f"{token_ts.serial:x}; imprint, nonce, signature and TSA certificate verified")
         chain_pem = d / "pki" / "chain-for-openssl.pem"
         chain_pem.write_bytes(b"".join(c.public_bytes(_pem()) for c in (pki.intermediate, pki.root)))
         tsa_pem = d / "sample" / "tsa.pem"
         tsa_pem.write_bytes(tsa_cert.public_bytes(_pem()))
-        (d / "sample" / "sig-hashchainresult.xml").write_bytes(batch_result)
         check = subprocess.run(
-            ["openssl", "ts", "-verify", "-data", str(d / "sample" / "sig-hashchainresult.xml"), "-in",
+            ["openssl", "ts", "-verify", "-data", str(d / "sample" / stamped_name), "-in",
              str(d / "sample" / "timestamp.tst"), "-token_in", "-CAfile", str(chain_pem), "-untrusted",
              str(tsa_pem)], capture_output=True, text=True, check=False)
         verdict = (check.stdout.strip() or check.stderr.strip()).splitlines()[-1] if (check.stdout or check.stderr) \
