@@ -93,7 +93,7 @@ def test_errors_are_one_coded_line(initialised: tuple[dict[str, str], Path]) -> 
     cases = [
         (["token", "list", "--token-label", "gw", "--pin-file", str(bad)], 1, "hsm.pin_incorrect"),
         (["token", "list", "--token-label", "nope", "--pin-file", str(d / "pin")], 1, "hsm.token_not_found"),
-        (["cert", "import", *tok(d), str(d / "softhsm2.conf")], 1, "cert.invalid"),
+        (["cert", "import", *tok(d), str(d / "softhsm2.conf")], 1, "cert.malformed"),
         (["key", "csr", *tok(d), "--key-id", "00" * 16, "--profile", "sign", "--member", MEMBER,
           "--member-name", "x"], 1, "hsm.key_not_found"),
         (["key", "generate", *tok(d), "--usage", "sign", "--member", "VN-TEST/GOV/bad code!"], 2,

@@ -6,10 +6,8 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-
+from gateway.devpki import load_certificate
 from gateway.tokencli import add_token_arguments, display_name, open_token
-from protocols.errors import CertificateError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,19 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_token_arguments(ls)
     ls.add_argument("--warn-days", type=int, default=30, help="mark certificates expiring within N days")
     ls.set_defaults(func=_list)
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CertificateError(f"cannot read {path}: {exc.strerror}", code="cert.unreadable") from None
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise CertificateError(f"{path} is not an X.509 certificate (PEM or DER)", code="cert.invalid") from None
 
 
 def _import(args: argparse.Namespace) -> int:
