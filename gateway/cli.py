@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "pki",
     "tsa",
     "ocsp",
+    "conf",
+    "central",
     "demo",
 )
 

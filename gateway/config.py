@@ -47,6 +47,7 @@ __all__ = [
     "DatabaseConfig",
     "FaultsConfig",
     "GatewayConfig",
+    "GlobalConfConfig",
     "HealthConfig",
     "ListenersConfig",
     "LoggingConfig",
@@ -79,6 +80,7 @@ SECTIONS = (
     "logging",
     "faults",
     "health",
+    "globalconf",
 )
 # Sections the daemon itself applies on SIGHUP; components may declare more.
 RELOADABLE_SECTIONS = frozenset({"logging", "listeners", "health"})
@@ -292,6 +294,17 @@ class _Faults(_Model):
     dialect: Literal["camel", "snake"] = "camel"
 
 
+class _GlobalConf(_Model):
+    enabled: bool = True
+    anchor: str | None = None
+    directory: str | None = None
+    interval: Duration = 60.0
+    timeout: Duration = 30.0
+    max_backoff: Duration = 600.0
+    ca_bundle: str | None = None
+    version: Literal[6] = 6
+
+
 class _Health(_Model):
     ok_cache: Duration = 2.0
     failure_cache: Duration = 30.0
@@ -390,6 +403,28 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class GlobalConfConfig:
+    """Where the federation's global configuration comes from and is kept.
+
+    ``enabled: false`` runs without one (development of other parts only: every check
+    of traffic against the configuration then fails).
+    ``anchor``: the configuration anchor (``conf import-anchor`` puts it there);
+    ``directory``: X-Road's on-disk layout of the downloaded files; ``ca_bundle``:
+    CA certificates for HTTPS sources (``None``: the system trust store; the directory's
+    signature stays the trust anchor either way).
+    """
+
+    anchor: Path
+    directory: Path
+    enabled: bool = True
+    interval_seconds: float = 60.0
+    timeout_seconds: float = 30.0
+    max_backoff_seconds: float = 600.0
+    ca_bundle: Path | None = None
+    version: int = 6
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole, validated configuration.  Compare sections with :func:`changed_sections`."""
 
@@ -411,6 +446,11 @@ class GatewayConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    globalconf: GlobalConfConfig = field(
+        default_factory=lambda: GlobalConfConfig(
+            anchor=DEFAULT_STATE_DIR / "configuration-anchor.xml", directory=DEFAULT_STATE_DIR / "globalconf"
+        )
+    )
 
     def token(self, token_id: str) -> TokenSpec:
         for spec in self.tokens:
@@ -588,12 +628,13 @@ class _Validator:
         logging = self.simple(_Logging, data.get("logging"), "logging")
         faults = self.simple(_Faults, data.get("faults"), "faults")
         health = self.simple(_Health, data.get("health"), "health")
+        gconf = self.simple(_GlobalConf, data.get("globalconf"), "globalconf")
 
         if self.problems:
             raise ConfigError(self.problems, source=source)
         assert server is not None and tokens is not None and auth_key is not None and members is not None
         assert tsa is not None and ocsp is not None and listeners is not None and database is not None
-        assert logging is not None and faults is not None and health is not None
+        assert logging is not None and faults is not None and health is not None and gconf is not None
         return GatewayConfig(
             source=source,
             server=server,
@@ -610,6 +651,16 @@ class _Validator:
                 ok_cache_seconds=health.ok_cache,
                 failure_cache_seconds=health.failure_cache,
                 check_timeout_seconds=health.check_timeout,
+            ),
+            globalconf=GlobalConfConfig(
+                anchor=self.path(gconf.anchor) if gconf.anchor else state_dir / "configuration-anchor.xml",
+                directory=self.path(gconf.directory) if gconf.directory else state_dir / "globalconf",
+                enabled=gconf.enabled,
+                interval_seconds=gconf.interval,
+                timeout_seconds=gconf.timeout,
+                max_backoff_seconds=gconf.max_backoff,
+                ca_bundle=self.path(gconf.ca_bundle) if gconf.ca_bundle else None,
+                version=gconf.version,
             ),
         )
 

@@ -143,9 +143,10 @@ def standard_components() -> tuple[Component, ...]:
     Tokens and signers (:mod:`gateway.signing`); the relay joins as one reading
     ``listeners`` and ``members``.
     """
+    from gateway.globalconf.component import globalconf_component
     from gateway.signing import signing_component
 
-    return (signing_component(),)
+    return (globalconf_component(), signing_component())
 
 
 # ---------------------------------------------------------------------------

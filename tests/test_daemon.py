@@ -53,6 +53,8 @@ def config_data(
         ],
         "listeners": {"health": health, "metrics": metrics},
         "logging": {"format": "json", "level": "info"},
+        # No central in these tests (tests/test_globalconf_e2e.py runs one).
+        "globalconf": {"enabled": False},
     }
 
 
