@@ -69,6 +69,7 @@ __all__ = [
     "build_private_params",
     "build_shared_params",
     "globalconf_schema",
+    "parse_federated_anchor",
     "parse_private_params",
     "parse_shared_params",
     "private_schema_name",
@@ -493,6 +494,11 @@ def _validated_root(data: bytes, schema_name: str, what: str) -> etree._Element:
                               code="gconf.malformed") from exc
     if root.tag != f"{{{XROAD_NS}}}conf":
         raise _err(f"{what}: root element is {root.tag}, expected {{{XROAD_NS}}}conf", "gconf.schema_invalid")
+    _validate(root, schema_name, what)
+    return root
+
+
+def _validate(root: etree._Element, schema_name: str, what: str) -> None:
     schema = globalconf_schema(schema_name)
     with _SCHEMA_LOCK:
         ok = schema.validate(root)
@@ -501,7 +507,6 @@ def _validated_root(data: bytes, schema_name: str, what: str) -> etree._Element:
         first = errors[0] if errors else None
         where = f"line {first.line}: {first.message}" if first is not None else "invalid"
         raise _err(f"{what} does not conform to {schema_name}, {where}", "gconf.schema_invalid")
-    return root
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -872,6 +877,21 @@ def _anchor(el: etree._Element) -> FederatedAnchor:
     return FederatedAnchor(instance, tuple(sources), generated)
 
 
+def parse_federated_anchor(data: bytes) -> FederatedAnchor:
+    """Parse a standalone ``configurationAnchor`` document (validated with the v2 private
+    parameters schema, which defines that root element) into the same model as the anchors
+    inside private parameters.  Certificates stay bytes."""
+    try:
+        root = parse_xml(data, max_bytes=MAX_PARAMS_BYTES)
+    except XmlError as exc:
+        raise GlobalConfError(f"configuration anchor is not acceptable XML ({exc.code}): {exc.message}",
+                              code="gconf.malformed") from exc
+    if root.tag != f"{{{XROAD_NS}}}configurationAnchor":
+        raise _err(f"configuration anchor: root element is {root.tag}", "gconf.schema_invalid")
+    _validate(root, "v2/private-parameters.xsd", "configuration anchor")
+    return _anchor(root)
+
+
 def _datetime(el: etree._Element) -> datetime:
     text = _token(el)
     try:
@@ -925,7 +945,8 @@ def parse_private_params(data: bytes, version: int) -> PrivateParameters:
         elif tag == "timeStampingIntervalSeconds":
             interval = _int(child, "private parameters")
         else:
-            extra.append(etree.tostring(child, with_tail=False))
+            # exclusive C14N: only the namespaces the element uses, so it survives a rewrite
+            extra.append(etree.tostring(child, method="c14n", exclusive=True, with_comments=True))
     return PrivateParameters(version, instance, tuple(anchors), management, interval, tuple(extra))
 
 
