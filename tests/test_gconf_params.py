@@ -83,7 +83,7 @@ def _anchor_read(vectors: Path, case: dict[str, Any]) -> None:
     assert len(anchor.sources) == exp["source_count"]
     first = anchor.sources[0]
     assert first.download_url == exp["first_source_download_url"]
-    sha1s = {base64.b64encode(hashlib.sha1(c).digest()).decode() for c in first.verification_certs}  # noqa: S324
+    sha1s = {base64.b64encode(hashlib.sha1(c).digest()).decode() for c in first.verification_certs}
     for wanted in exp["first_source_cert_lookup"]["found"]:
         assert wanted in sha1s
 
