@@ -267,7 +267,10 @@ def test_v6_content(vectors: Path) -> None:
 
 def test_servers_hosting(vectors: Path) -> None:
     sp = _shared(vectors, f"{GC}/globalconf_good_v4/EE", 4)
-    codes = lambda c: [s.server_code for s in sp.servers_hosting(ClientId.parse(c))]  # noqa: E731
+
+    def codes(client: str) -> list[str]:
+        return [s.server_code for s in sp.servers_hosting(ClientId.parse(client))]
+
     assert codes("EE/BUSINESS/producer") == ["producerServerCode", "fooServerCode"]
     assert codes("EE/BUSINESS/consumer") == ["producerServerCode", "consumerServerCode"]
     assert codes("EE/BUSINESS/foo") == ["producerServerCode", "fooServerCode", "FooBarServerCode"]
