@@ -413,3 +413,15 @@ def test_readers_never_see_a_mix(vectors: Path, tmp_path: Path) -> None:
         thread.join()
     assert not problems, problems[:1]
     assert seen and set(seen) <= {("DEV", ("DEV",)), ("EE", ("EE",))}
+
+
+def test_install_through_a_symlinked_parent(vectors: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    conf = tmp_path / "alias" / "globalconf"
+    install_conf(conf, own_instance="DEV", files=_v6_files(vectors), expires=EXPIRES)
+    install_conf(conf, own_instance="EE", files=_ee_files(vectors), expires=EXPIRES)
+    install_conf(conf, own_instance="DEV", files=_v6_files(vectors), expires=EXPIRES)
+    assert read_conf_dir(conf).own_instance == "DEV"
+    assert len(list(real.iterdir())) == 3  # link, current, previous

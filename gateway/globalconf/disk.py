@@ -410,10 +410,10 @@ def install_conf(path: Path, *, own_instance: str, files: Sequence[InstallFile],
     link_tmp: Path | None = None
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        current = Path(os.path.realpath(path)) if path.is_symlink() else None
+        current = os.path.realpath(path) if path.is_symlink() else None
         # Leftovers of earlier installs (the generation before the current one, crashed attempts).
         for old in _generations(parent, name):
-            if current is None or old != current:
+            if current is None or os.path.realpath(old) != current:
                 shutil.rmtree(old, ignore_errors=True)
         new = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=_GEN_SUFFIX, dir=parent))
         os.chmod(new, 0o755)  # noqa: S103 - global configuration is public, read by other users
