@@ -529,3 +529,15 @@ def test_server_model_helpers() -> None:
     assert s.server_id() == "I/C/M/S1"
     assert s.hosts(ClientId("I", "C", "M")) and s.hosts(ClientId("I", "C", "M", "sub"))
     assert not s.hosts(ClientId("I", "C", "X"))
+
+
+def test_server_model_normalises() -> None:
+    owner = ClientId("I", "C", "M")
+    for alias, name in (("http://www.w3.org/2001/04/xmlenc#sha256", SHA256), ("sha256", SHA256),
+                        ("SHA-1", SHA1), ("http://www.w3.org/2000/09/xmldsig#sha1", SHA1)):
+        assert SecurityServer(owner, "S", None, (), alias).auth_cert_hash_algorithm == name
+    with pytest.raises(GlobalConfError) as info:
+        SecurityServer(owner, "S", None, (), "MD5")
+    assert info.value.code == "gconf.invalid"
+    s = SecurityServer(owner, "S", None, (), SHA256, maintenance_message="later")
+    assert s.in_maintenance is True

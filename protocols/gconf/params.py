@@ -88,6 +88,10 @@ MAX_PARAMS_BYTES = 32 * 1024 * 1024
 SHA1 = "SHA-1"
 SHA256 = "SHA-256"
 _HASHLIB = {SHA1: "sha1", SHA256: "sha256"}
+_HASH_ALIASES = {
+    "sha-1": SHA1, "sha1": SHA1, "http://www.w3.org/2000/09/xmldsig#sha1": SHA1,
+    "sha-256": SHA256, "sha256": SHA256, "http://www.w3.org/2001/04/xmlenc#sha256": SHA256,
+}
 
 _COST_TYPES = ("FREE", "PAID", "UNDEFINED")
 _CSR_FORMATS = ("PEM", "DER")
@@ -240,6 +244,16 @@ class SecurityServer:
     clients: tuple[ClientId, ...] = ()
     in_maintenance: bool = False
     maintenance_message: str | None = None
+
+    def __post_init__(self) -> None:
+        # Accept the usual spellings of the two algorithms (name, hashlib name, XML-DSig URI).
+        algorithm = _HASH_ALIASES.get(self.auth_cert_hash_algorithm.strip().lower())
+        if algorithm is None:
+            raise _err(f"security server {self.server_id()}: unknown auth certificate hash algorithm "
+                       f"{self.auth_cert_hash_algorithm!r} (SHA-1 or SHA-256)", "gconf.invalid")
+        object.__setattr__(self, "auth_cert_hash_algorithm", algorithm)
+        if self.maintenance_message is not None and not self.in_maintenance:
+            object.__setattr__(self, "in_maintenance", True)  # a message implies maintenance mode
 
     def server_id(self) -> str:
         """``INSTANCE/CLASS/CODE/SERVERCODE``."""
