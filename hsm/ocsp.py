@@ -23,16 +23,11 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID
-from twisted.internet import defer
-from twisted.internet import error as net_error
-from twisted.internet import protocol as tx_protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web import client as web_client
-from twisted.web import http
-from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 
+from hsm.http import HttpFetchError, fetch
 from protocols import ocsp
 from protocols.errors import OcspError
 
@@ -61,42 +56,6 @@ def ocsp_urls(cert: x509.Certificate) -> list[str]:
         if desc.access_method == AuthorityInformationAccessOID.OCSP
         and isinstance(desc.access_location, x509.UniformResourceIdentifier)
     ]
-
-
-class _BoundedBody(tx_protocol.Protocol):
-    """Collects a response body, failing once it grows past ``limit`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.finished: Deferred[bytes] = Deferred(self._cancel)
-        self._finished = self.finished
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self._size = 0
-
-    def _cancel(self, _: Deferred[bytes]) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._finished.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._finished.errback(
-                OcspError(f"the OCSP response is larger than {self._limit} bytes", code="ocsp.http_error")
-            )
-            if self.transport is not None:
-                self.transport.stopProducing()
-            return
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = tx_protocol.connectionDone) -> None:
-        if self._finished.called:
-            return
-        if reason.check(web_client.ResponseDone, http.PotentialDataLoss):  # type: ignore[no-untyped-call]
-            self._finished.callback(b"".join(self._parts))
-        else:
-            self._finished.errback(reason)
 
 
 def _now(clock: IReactorTime) -> datetime:
@@ -141,12 +100,15 @@ class OcspClient:
             url = urls[0]
         nonce = os.urandom(16) if self._use_nonce else None
         body = ocsp.build_request(cert, issuer, self._hash_name, nonce)
-        exchange: Deferred[bytes] = Deferred.fromCoroutine(self._exchange(url, body))
-        exchange.addTimeout(self._timeout, self._clock)
         try:
-            der = await exchange
-        except defer.TimeoutError:
-            raise OcspError(f"no OCSP response from {url} within {self._timeout:g} s", code="ocsp.timeout") from None
+            answer = await fetch(self._http, self._clock, "POST", url, data=body,
+                                 headers={"Content-Type": OCSP_REQUEST_TYPE, "Accept": OCSP_RESPONSE_TYPE},
+                                 timeout=self._timeout, max_bytes=self._max_bytes,
+                                 accept=("application/ocsp-response", ""))
+        except HttpFetchError as exc:
+            kind = {"unreachable": "ocsp.unreachable", "timeout": "ocsp.timeout"}.get(exc.kind, "ocsp.http_error")
+            raise OcspError(f"OCSP responder: {exc}", code=kind) from None
+        der = answer.body
         return ocsp.verify_response(
             der,
             cert=cert,
@@ -157,63 +119,6 @@ class OcspClient:
             nonce=nonce,
             max_clock_skew_seconds=self._skew,
         )
-
-    async def _exchange(self, url: str, body: bytes) -> bytes:
-        try:
-            response = await self._http.post(
-                url,
-                data=body,
-                headers={b"Content-Type": OCSP_REQUEST_TYPE, b"Accept": OCSP_RESPONSE_TYPE},
-            )
-        except (
-            net_error.ConnectError,
-            net_error.DNSLookupError,
-            net_error.ConnectionLost,
-            ResponseFailed,
-            ResponseNeverReceived,
-            RequestTransmissionFailed,
-        ) as exc:
-            if _was_cancelled(exc):
-                raise defer.CancelledError() from None
-            raise OcspError(f"cannot reach the OCSP responder {url}: {exc}", code="ocsp.unreachable") from None
-        code = int(response.code)
-        if code != 200:
-            await _discard(response)
-            raise OcspError(f"the OCSP responder {url} answered HTTP {code}", code="ocsp.http_error")
-        content_types = response.headers.getRawHeaders(b"content-type") or []
-        if content_types and not any(
-            ct.split(b";")[0].strip().lower() == b"application/ocsp-response" for ct in content_types
-        ):
-            await _discard(response)
-            raise OcspError(
-                f"the OCSP responder {url} answered {content_types[0].decode('latin-1')!r}, "
-                "not application/ocsp-response",
-                code="ocsp.http_error",
-            )
-        length = response.length
-        if isinstance(length, int) and length > self._max_bytes:
-            await _discard(response)
-            raise OcspError(f"the OCSP response is larger than {self._max_bytes} bytes", code="ocsp.http_error")
-        collector = _BoundedBody(self._max_bytes)
-        response.deliverBody(collector)
-        try:
-            return await collector.finished
-        except (ResponseFailed, net_error.ConnectionLost) as exc:
-            raise OcspError(f"the OCSP response from {url} was cut off: {exc}", code="ocsp.unreachable") from None
-
-
-def _was_cancelled(exc: Exception) -> bool:
-    reasons = getattr(exc, "reasons", None) or []
-    return any(isinstance(r, Failure) and r.check(defer.CancelledError) for r in reasons)  # type: ignore[no-untyped-call]
-
-
-async def _discard(response: Any) -> None:
-    collector = _BoundedBody(64 * 1024)
-    response.deliverBody(collector)
-    try:
-        await collector.finished
-    except Exception:  # noqa: S110 - the body of an error answer is of no interest
-        pass
 
 
 class OcspFetcher(Protocol):
