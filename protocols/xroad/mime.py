@@ -19,8 +19,10 @@ than ``max_header_bytes`` or with more than ``max_headers`` fields [``mime.heade
 ``mime.too_many_headers``], a header line without a colon [``mime.malformed_header``], more than
 ``max_parts`` parts [``mime.too_many_parts``], a part larger than ``max_part_bytes``
 [``mime.part_too_large``], a preamble or epilogue beyond their limits (e.g. a wrong boundary)
-[``mime.preamble_too_large``, ``mime.epilogue_too_large``], input ending before the close
-delimiter [``mime.truncated``], and input with no delimiter at all [``mime.no_parts``].
+[``mime.preamble_too_large``, ``mime.epilogue_too_large``], input ending inside a part
+[``mime.truncated``], and input with no delimiter at all [``mime.no_parts``].  Input that ends
+just after a delimiter line lacking the closing ``--`` is accepted as the end, as X-Road's
+mime4j accepts it (its own vector ``soapfault-mtom.answer`` ends that way).
 """
 
 from __future__ import annotations
@@ -279,6 +281,17 @@ class MultipartParser:
             return []
         if self._state is _State.PREAMBLE:
             raise self._fail("multipart body holds no delimiter (no parts)", "mime.no_parts")
+        if self._state is _State.BODY:
+            # Lenient as mime4j (X-Road's own SoapFaultInMultipartResponse vector): input ending
+            # right after a delimiter line that lacks the closing "--" still ends the last part.
+            i = self._buf.find(self._needle)
+            if i >= 0 and not self._buf[i + len(self._needle):].strip(b" \t\r\n"):
+                events: list[MultipartEvent] = []
+                self._emit(events, i - 1 if i > 0 and self._buf[i - 1] == 0x0D else i)
+                self._buf.clear()
+                self._state = _State.EPILOGUE
+                events.extend((PartEnd(self._index, self._part_size), MultipartEnd(self._index + 1)))
+                return events
         raise self._fail(f"multipart body ends inside part {self._index} (no close delimiter)", "mime.truncated")
 
     # -- states
