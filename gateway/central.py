@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -164,8 +164,10 @@ def _cert(fed: Federation, value: str) -> x509.Certificate:
     return load_certificate(fed.path(value))
 
 
-def build_parameters(fed: Federation) -> tuple[Any, Any]:
+def build_parameters(fed: Federation, public_url: str, signing_cert: x509.Certificate) -> tuple[Any, Any]:
     """The federation's shared and private parameters (protocols.gconf.params models)."""
+    from urllib.parse import urlsplit
+
     from protocols.gconf import params as p
 
     r = fed.raw
@@ -185,7 +187,7 @@ def build_parameters(fed: Federation) -> tuple[Any, Any]:
                        for c in s.auth_certs)
         servers.append(p.SecurityServer(owner=client(s.owner), server_code=s.code, address=s.address,
                                         auth_cert_hashes=hashes,
-                                        auth_cert_hash_algorithm="http://www.w3.org/2001/04/xmlenc#sha256",
+                                        auth_cert_hash_algorithm="SHA-256",
                                         clients=tuple(client(c) for c in s.clients),
                                         maintenance_message=s.maintenance))
 
@@ -195,17 +197,27 @@ def build_parameters(fed: Federation) -> tuple[Any, Any]:
 
     cas = tuple(p.ApprovedCa(name=c.name, authentication_only=c.authentication_only, top_ca=_cert(fed, c.top_ca),
                              top_ca_ocsp=ocsp(c.ocsp),
-                             intermediates=tuple((_cert(fed, i.cert), ocsp(i.ocsp)) for i in c.intermediates),
+                             intermediates=tuple(p.CaInfo(_cert(fed, i.cert), ocsp(i.ocsp)) for i in c.intermediates),
                              certificate_profile_info=c.certificate_profile, default_csr_format=None)
                 for c in r.cas)
     tsas = tuple(p.ApprovedTsa(name=t.name, url=t.url, cert=_cert(fed, t.cert), cost_type=None) for t in r.tsas)
     groups = tuple(p.GlobalGroup(code=g.code, description=g.description, members=tuple(client(x) for x in g.members))
                    for g in r.global_groups)
+    source = p.ConfigurationSource(address=urlsplit(public_url).hostname or "localhost",
+                                   internal_verification_certs=(signing_cert,),
+                                   external_verification_certs=(signing_cert,))
     shared = p.SharedParameters(
-        version=6, instance=inst, sources=(), cas=cas, tsas=tsas, members=tuple(members), servers=tuple(servers),
+        version=6, instance=inst, sources=(source,), cas=cas, tsas=tsas, members=tuple(members), servers=tuple(servers),
         global_groups=groups, member_classes=tuple(sorted(r.member_classes.items())),
         ocsp_freshness_seconds=int(r.ocsp_freshness))
-    management = None
+    if r.management_provider:
+        provider = client(r.management_provider)
+    elif r.members:
+        provider = p.ClientId(inst, r.members[0].member_class, r.members[0].code, "management")
+    else:
+        raise UsageError("the federation needs at least one member (or management_provider)", code="config.invalid")
+    management = p.ManagementService(auth_cert_reg_address=f"{public_url}/managementservice/",
+                                     auth_cert_reg_cert=signing_cert, provider=provider)
     private = p.PrivateParameters(version=6, instance=inst, anchors=(), management=management,
                                   time_stamping_interval_seconds=int(r.time_stamping_interval))
     return shared, private
@@ -236,9 +248,9 @@ class Central:
         self.fed = load_federation(config_path)
         self._signer: Any = None
         self.generations = 0
+        self.bound_url: str | None = None  # where `central serve` listens, if public_url is not set
 
     def _open_signer(self) -> Any:
-        from gateway.keys import token_for  # noqa: F401 - import side effects none; kept for symmetry
         from hsm.config import PinSource, TokenSpec
         from hsm.signer import TokenDigestSigner, resolve_mechanism
         from hsm.token import Token
@@ -265,6 +277,8 @@ class Central:
     def public_url(self) -> str:
         if self.fed.raw.public_url:
             return self.fed.raw.public_url.rstrip("/")
+        if self.bound_url:
+            return self.bound_url
         raise UsageError("public_url is not set and cannot be derived", code="config.invalid")
 
     def write_anchor(self, cert: x509.Certificate) -> Path:
@@ -293,7 +307,7 @@ class Central:
         signer, cert = self._signer
         now = datetime.fromtimestamp(self._reactor.seconds(), UTC)
         name = generation_name(now)
-        shared, private = build_parameters(self.fed)
+        shared, private = build_parameters(self.fed, self.public_url(), cert)
         shared_xml = build_shared_params(shared)
         private_xml = build_private_params(private)
         inst = self.fed.raw.instance
@@ -350,14 +364,14 @@ class CentralResource(Resource):
             ctype = self._read(self.output / "V6" / f"{parts[0]}.content-type")
             if body is None or ctype is None:
                 return self._not_found(request, "no configuration generated yet")
-            request.setHeader(b"content-type", ctype)
+            request.setHeader(b"content-type", ctype)  # type: ignore[no-untyped-call]
             return body
         if len(parts) == 3 and parts[0] == "V6" and parts[1].isdigit() and parts[2] in (
                 "shared-params.xml", "private-params.xml"):
             body = self._read(self.output / "V6" / parts[1] / parts[2])
             if body is None:
                 return self._not_found(request, "no such file")
-            request.setHeader(b"content-type", b"application/octet-stream")
+            request.setHeader(b"content-type", b"application/octet-stream")  # type: ignore[no-untyped-call]
             return body
         return self._not_found(request, "not found")
 
@@ -371,8 +385,6 @@ class CentralResource(Resource):
     @staticmethod
     def _not_found(request: Request, text: str) -> bytes:
         request.setResponseCode(404)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
         return text.encode() + b"\n"
 
-
-Mode = Literal["serve"]

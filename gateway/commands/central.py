@@ -71,7 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
     async def main(reactor: Any) -> None:
         from twisted.internet.defer import Deferred
 
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+        observer: Any = textFileLogObserver(sys.stderr)
+        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
         central = Central(reactor, args.config)
         listen = args.listen or central.fed.raw.listen
         try:
@@ -81,12 +82,11 @@ def _serve(args: argparse.Namespace) -> int:
         site = Site(CentralResource(central.fed.output))  # type: ignore[no-untyped-call]
         site.noisy = False
         try:
-            port = await endpoint.listen(site)  # type: ignore[no-untyped-call]
+            port = await endpoint.listen(site)
         except Exception as exc:
             raise VdxpError(f"cannot listen on {listen}: {exc}", code="central.listen_failed") from None
         host = port.getHost()
-        if not central.fed.raw.public_url:
-            central.public_url = lambda: f"http://{host.host}:{host.port}"  # type: ignore[method-assign]
+        central.bound_url = f"http://{host.host}:{host.port}"
         await central.generate()
         anchor = central.write_anchor(central._signer[1])
         sys.stdout.write(f"central listening on http://{host.host}:{host.port}/ ; anchor {anchor}\n")

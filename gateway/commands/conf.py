@@ -49,8 +49,8 @@ def _import(args: argparse.Namespace) -> int:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, target)
-    print(f"anchor for instance {anchor.instance} installed in {target} (generated "
-          f"{anchor.generated_at.isoformat()}):")
+    generated = anchor.generated_at.isoformat() if anchor.generated_at else "at an unknown time"
+    print(f"anchor for instance {anchor.instance} installed in {target} (generated {generated}):")
     for source in anchor.sources:
         print(f"  {source.download_url}  ({len(source.verification_certs)} verification certificate(s))")
     return 0

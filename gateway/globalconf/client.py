@@ -103,11 +103,11 @@ def make_http_client(reactor: Any, ca_bundle: Path | None) -> Any:
         from cryptography.hazmat.primitives import serialization
 
         certs = x509.load_pem_x509_certificates(ca_bundle.read_bytes())
-        trust = ssl.trustRootFromCertificates(
+        trust = ssl.trustRootFromCertificates(  # type: ignore[no-untyped-call]
             [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs])
     else:
-        trust = ssl.platformTrust()
-    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust))  # type: ignore[no-untyped-call]
+        trust = ssl.platformTrust()  # type: ignore[no-untyped-call]
+    agent: Any = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust))  # type: ignore[no-untyped-call]
     return HTTPClient(agent)
 
 
@@ -314,7 +314,7 @@ class ConfClient(Service):
         return True
 
     def _current_hashes(self) -> dict[str, bytes]:
-        out = {}
+        out: dict[str, bytes] = {}
         conf = self.installed
         if conf is None:
             return out
