@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import CollectorRegistry
 from treq.testing import StubTreq
@@ -157,3 +158,62 @@ def test_https_sources_come_first() -> None:
     order = _source_order(["http://a/internalconf", "https://b/internalconf", "http://c/x", "https://d/x"])
     assert {order[0], order[1]} == {"https://b/internalconf", "https://d/x"}
     assert {order[2], order[3]} == {"http://a/internalconf", "http://c/x"}
+
+
+# -- HTTPS sources: the server certificate is checked against the configured CA bundle ---------------
+
+
+def _tls_server_cert(ca: TestCa, tmp: Path) -> tuple[Path, Path]:
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    key_path, cert_path = tmp / "tls.key", tmp / "tls.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_https_source_verified_against_ca_bundle(tmp_path: Path, trusted: bool) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+    from twisted.web.server import Site
+
+    from gateway.globalconf.client import make_http_client
+
+    world = World(tmp_path)
+    world.clock = reactor  # real time for real sockets
+    key_path, cert_path = _tls_server_cert(world.ca, tmp_path)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes((world.ca if trusted else TestCa("Other CA")).cert.public_bytes(serialization.Encoding.PEM))
+
+    endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}")
+    port = await endpoint.listen(Site(CentralResource(world.out)))
+    try:
+        url = f"https://127.0.0.1:{port.getHost().port}/internalconf"
+        world.settings.anchor.write_bytes(build_anchor(INSTANCE, [AnchorSource(url, (world.cert,))], START))
+        world.publish()
+        client = ConfClient(reactor, world.settings, CollectorRegistry(),
+                            http=make_http_client(reactor, bundle), own_instance=INSTANCE)
+        ok = await client.poll()
+        assert ok is trusted, client.status.last_error
+        if not trusted:
+            assert "gconf.unreachable" in (client.status.last_error or "")
+    finally:
+        await port.stopListening()
