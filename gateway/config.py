@@ -43,8 +43,11 @@ __all__ = [
     "DEFAULT_STATE_DIR",
     "RELOADABLE_SECTIONS",
     "SECTIONS",
+    "AccessRule",
+    "ClientConfig",
     "ConfigError",
     "DatabaseConfig",
+    "EndpointRule",
     "FaultsConfig",
     "GatewayConfig",
     "GlobalConfConfig",
@@ -54,7 +57,10 @@ __all__ = [
     "MemberConfig",
     "OcspConfig",
     "Problem",
+    "RelayConfig",
     "ServerConfig",
+    "ServiceConfig",
+    "TlsConfig",
     "TsaConfig",
     "changed_sections",
     "format_path",
@@ -66,6 +72,12 @@ __all__ = [
 DEFAULT_STATE_DIR = Path("/var/lib/vdxp-gateway")
 DEFAULT_HEALTH_ENDPOINT = "tcp:5588:interface=127.0.0.1"
 DEFAULT_METRICS_ENDPOINT = "tcp:9465:interface=127.0.0.1"
+# X-Road's three TLS 1.2 suites (needed to talk to Java X-Road servers) and the ECDHE AES-GCM suites.
+DEFAULT_TLS_CIPHERS = (
+    "ECDHE-RSA-AES256-SHA384:DHE-RSA-AES256-SHA256:ECDHE-ECDSA-AES256-SHA384:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+)
 
 # Top-level sections, in the order they are documented and reported.
 SECTIONS = (
@@ -81,6 +93,8 @@ SECTIONS = (
     "faults",
     "health",
     "globalconf",
+    "relay",
+    "clients",
 )
 # Sections the daemon itself applies on SIGHUP; components may declare more.
 RELOADABLE_SECTIONS = frozenset({"logging", "listeners", "health"})
@@ -305,6 +319,60 @@ class _GlobalConf(_Model):
     version: Literal[6] = 6
 
 
+class _Tls(_Model):
+    key: str | None = None
+    cert: str | None = None
+    chain: list[str] = []
+    ciphers: str = DEFAULT_TLS_CIPHERS
+    tls13: bool = True
+
+
+class _Relay(_Model):
+    enabled: bool = True
+    client_http: str | None = "tcp:8080:interface=127.0.0.1"
+    client_https: str | None = None
+    server: str | None = "tcp:5500"
+    ocsp: str | None = "tcp:5577"
+    server_port: int = 5500
+    ocsp_port: int = 5577
+    tls: _Tls = _Tls()
+    connect_timeout: Duration = 10.0
+    service_timeout: Duration = 60.0
+    max_message_bytes: int = 1 << 30
+
+
+class _Endpoint(_Model):
+    method: str = "*"
+    path: str = "**"
+
+
+class _Service(_Model):
+    code: Identifier
+    version: str | None = None
+    type: Literal["soap", "rest"] = "soap"
+    url: str
+    timeout: Duration | None = None
+    verify_tls: bool = True
+    disabled: bool = False
+    notice: str = ""
+    endpoints: list[_Endpoint] = []
+
+
+class _Access(_Model):
+    subject: str
+    services: list[str] = ["*"]
+    endpoints: list[_Endpoint] = []
+
+
+class _Client(_Model):
+    id: str
+    connection: Literal["http", "https", "https-auth"] = "http"
+    is_certs: list[str] = []
+    services: list[_Service] = []
+    local_groups: dict[str, list[str]] = {}
+    access: list[_Access] = []
+
+
 class _Health(_Model):
     ok_cache: Duration = 2.0
     failure_cache: Duration = 30.0
@@ -425,6 +493,79 @@ class GlobalConfConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """The server's TLS identity between gateways (its authentication certificate) and the suites.
+
+    ``key`` is a software key file (mode 0600): TLS with the authentication key inside the
+    HSM needs an OpenSSL provider that this stack cannot load yet (see README).
+    """
+
+    key: Path | None = None
+    cert: Path | None = None
+    chain: tuple[Path, ...] = ()
+    ciphers: str = ""
+    tls13: bool = True
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The relay's listeners and settings; absent from the YAML means ``enabled=False``."""
+
+    enabled: bool = False
+    client_http: str | None = "tcp:8080:interface=127.0.0.1"
+    client_https: str | None = None
+    server: str | None = "tcp:5500"
+    ocsp: str | None = "tcp:5577"
+    server_port: int = 5500
+    ocsp_port: int = 5577
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    connect_timeout_seconds: float = 10.0
+    service_timeout_seconds: float = 60.0
+    max_message_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    method: str = "*"
+    path: str = "**"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    code: str
+    url: str
+    version: str | None = None
+    type: Literal["soap", "rest"] = "soap"
+    timeout_seconds: float | None = None
+    verify_tls: bool = True
+    disabled: bool = False
+    notice: str = ""
+    endpoints: tuple[EndpointRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    subject: str  # a client id, GLOBALGROUP:INSTANCE/CODE or LOCALGROUP:CODE
+    services: tuple[str, ...] = ("*",)
+    endpoints: tuple[EndpointRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """A client (member or subsystem of a member) this server hosts: its services and their rights."""
+
+    id: str
+    connection: Literal["http", "https", "https-auth"] = "http"
+    is_certs: tuple[Path, ...] = ()
+    services: tuple[ServiceConfig, ...] = ()
+    local_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    access: tuple[AccessRule, ...] = ()
+
+    def service(self, code: str) -> ServiceConfig | None:
+        return next((s for s in self.services if s.code == code), None)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole, validated configuration.  Compare sections with :func:`changed_sections`."""
 
@@ -451,6 +592,11 @@ class GatewayConfig:
             anchor=DEFAULT_STATE_DIR / "configuration-anchor.xml", directory=DEFAULT_STATE_DIR / "globalconf"
         )
     )
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    clients: tuple[ClientConfig, ...] = ()
+
+    def client(self, client_id: str) -> ClientConfig | None:
+        return next((c for c in self.clients if c.id == client_id), None)
 
     def token(self, token_id: str) -> TokenSpec:
         for spec in self.tokens:
@@ -629,12 +775,15 @@ class _Validator:
         faults = self.simple(_Faults, data.get("faults"), "faults")
         health = self.simple(_Health, data.get("health"), "health")
         gconf = self.simple(_GlobalConf, data.get("globalconf"), "globalconf")
+        relay = self.relay(data.get("relay"))
+        clients = self.clients(data.get("clients"), members)
 
         if self.problems:
             raise ConfigError(self.problems, source=source)
         assert server is not None and tokens is not None and auth_key is not None and members is not None
         assert tsa is not None and ocsp is not None and listeners is not None and database is not None
         assert logging is not None and faults is not None and health is not None and gconf is not None
+        assert relay is not None
         return GatewayConfig(
             source=source,
             server=server,
@@ -662,6 +811,8 @@ class _Validator:
                 ca_bundle=self.path(gconf.ca_bundle) if gconf.ca_bundle else None,
                 version=gconf.version,
             ),
+            relay=relay,
+            clients=tuple(clients),
         )
 
     def simple(self, cls: type[_M], data: object, name: str) -> _M | None:
@@ -874,6 +1025,87 @@ class _Validator:
             elif key is not None:
                 seen[key] = name
         return ListenersConfig(health=raw.health, metrics=raw.metrics)
+
+    def relay(self, data: object) -> RelayConfig | None:
+        if data is None:
+            # No relay section: this gateway does not relay (e.g. only a signer, a TSA, a central).
+            return RelayConfig(enabled=False)
+        raw = self.simple(_Relay, data, "relay")
+        if raw is None:
+            return None
+        for name in ("client_http", "client_https", "server", "ocsp"):
+            value = getattr(raw, name)
+            if value is not None:
+                problem = endpoint_problem(value)
+                if problem is not None:
+                    self.problem(f"relay.{name}", problem)
+        tls = raw.tls
+        key = self.path(tls.key) if tls.key else None
+        if key is not None:
+            source = PinSource(file=key)
+            problem = source.problem()
+            if problem is not None:
+                self.problem("relay.tls.key", problem.replace("PIN", "key"))
+        cert = self.path(tls.cert) if tls.cert else None
+        if cert is not None and not cert.is_file():
+            self.problem("relay.tls.cert", f"file {cert} does not exist")
+        if raw.enabled and raw.server is not None and (key is None or cert is None):
+            self.problem("relay.tls", "the server listener needs the authentication key and certificate "
+                         "(key:, cert:)")
+        if raw.client_https is not None and (key is None or cert is None):
+            self.problem("relay.client_https", "needs relay.tls.key and relay.tls.cert")
+        return RelayConfig(
+            enabled=raw.enabled, client_http=raw.client_http, client_https=raw.client_https, server=raw.server,
+            ocsp=raw.ocsp, server_port=raw.server_port, ocsp_port=raw.ocsp_port,
+            tls=TlsConfig(key=key, cert=cert, chain=tuple(self.path(c) for c in tls.chain), ciphers=tls.ciphers,
+                          tls13=tls.tls13),
+            connect_timeout_seconds=raw.connect_timeout, service_timeout_seconds=raw.service_timeout,
+            max_message_bytes=raw.max_message_bytes)
+
+    def clients(self, data: object, members: list[MemberConfig] | None) -> list[ClientConfig]:
+        member_ids = {m.id for m in members or ()}
+        subsystems = {f"{m.id}/{s}" for m in members or () for s in m.subsystems}
+        out: list[ClientConfig] = []
+        seen: dict[str, int] = {}
+        for index, raw in self.items(_Client, data, "clients"):
+            where = f"clients[{index}]"
+            if raw.id in seen:
+                self.problem(f"{where}.id", f"duplicate client {raw.id} (also clients[{seen[raw.id]}])")
+                continue
+            seen[raw.id] = index
+            if members is not None and raw.id not in member_ids and raw.id not in subsystems:
+                self.problem(f"{where}.id", f"{raw.id} is neither a member nor a declared subsystem of one")
+            if raw.connection == "https-auth" and not raw.is_certs:
+                self.problem(f"{where}.is_certs", "https-auth needs the information system's certificates")
+            codes: dict[tuple[str, str | None], int] = {}
+            services = []
+            for s_index, svc in enumerate(raw.services):
+                key = (svc.code, svc.version)
+                if key in codes:
+                    self.problem(f"{where}.services[{s_index}].code", f"duplicate service {svc.code}")
+                codes[key] = s_index
+                if urlsplit(svc.url).scheme not in ("http", "https"):
+                    self.problem(f"{where}.services[{s_index}].url", "must be an http:// or https:// URL")
+                services.append(ServiceConfig(
+                    code=svc.code, url=svc.url, version=svc.version, type=svc.type, timeout_seconds=svc.timeout,
+                    verify_tls=svc.verify_tls, disabled=svc.disabled, notice=svc.notice,
+                    endpoints=tuple(EndpointRule(e.method.upper(), e.path) for e in svc.endpoints)))
+            known = {svc.code for svc in raw.services}
+            access = []
+            for a_index, rule in enumerate(raw.access):
+                for code in rule.services:
+                    if code != "*" and code not in known:
+                        self.problem(f"{where}.access[{a_index}].services", f"unknown service {code!r}")
+                if rule.subject.startswith("LOCALGROUP:") and rule.subject[11:] not in raw.local_groups:
+                    self.problem(f"{where}.access[{a_index}].subject", f"unknown local group {rule.subject[11:]!r}")
+                access.append(AccessRule(subject=rule.subject, services=tuple(rule.services),
+                                         endpoints=tuple(EndpointRule(e.method.upper(), e.path)
+                                                         for e in rule.endpoints)))
+            out.append(ClientConfig(
+                id=raw.id, connection=raw.connection, is_certs=tuple(self.path(c) for c in raw.is_certs),
+                services=tuple(services), local_groups=tuple((k, tuple(v)) for k, v in raw.local_groups.items()),
+                access=tuple(access)))
+        return out
 
     def database(self, data: object, state_dir: Path) -> DatabaseConfig | None:
         raw = self.simple(_Database, data, "database")
