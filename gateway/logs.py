@@ -32,7 +32,7 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     globalLogBeginner,
 )
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer
 
 __all__ = ["LEVELS", "LogOutput", "choose_format", "json_line"]
 
