@@ -1,0 +1,138 @@
+"""Finding and reaching the provider's security server.
+
+The provider may be registered on several security servers (shared-params ``securityServer``
+entries whose owner or clients include it); servers in maintenance mode are skipped; a
+``securityServer`` header narrows the choice to one.  Among the rest the fastest to accept a
+TCP connection wins (X-Road's ``FastestConnectionSelectingSSLSocketFactory``), and the choice
+is remembered for a while.  Connections are kept alive in a pool; TLS is
+:class:`gateway.relay.tls.PeerPolicy` (the server must show a certificate registered for it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from gateway.config import RelayConfig
+from gateway.relay.tls import PeerPolicy, cert_sha256
+from protocols.gconf.params import ClientId, SecurityServer
+from protocols.xroad.faults import SERVER_CLIENTPROXY, XRoadFault
+
+FASTEST_CACHE_SECONDS = 3600.0
+
+
+def provider_servers(shared: Any, provider: ClientId, security_server: str | None = None) -> list[SecurityServer]:
+    """The servers that host ``provider`` and take traffic (X-Road's address resolution)."""
+    servers = [s for s in shared.servers_hosting(provider) if s.address and not s.in_maintenance]
+    if security_server is not None:
+        servers = [s for s in servers if s.server_id() == security_server]
+        if not servers:
+            raise XRoadFault("InvalidSecurityServer",
+                             f"Security server {security_server} is not a server of {provider}",
+                             prefix=SERVER_CLIENTPROXY)
+    if not servers:
+        all_servers = shared.servers_hosting(provider)
+        if all_servers and all(s.in_maintenance for s in all_servers):
+            message = "; ".join(s.maintenance_message or "" for s in all_servers).strip("; ")
+            raise XRoadFault("MaintenanceMode", message or f"The security servers of {provider} are in maintenance",
+                             prefix=SERVER_CLIENTPROXY)
+        raise XRoadFault("UnknownMember", f"Could not find addresses for service provider \"{provider}\"",
+                         prefix=SERVER_CLIENTPROXY)
+    return servers
+
+
+class _Probe(Protocol):
+    pass
+
+
+class Peers:
+    """Keep-alive HTTPS to provider servers; picks the fastest-connecting server of a provider."""
+
+    def __init__(self, reactor: Any, relay: RelayConfig, conf_source: Any) -> None:
+        self._reactor = reactor
+        self._relay = relay
+        self._conf_source = conf_source
+        self.policy = PeerPolicy(relay.tls, self._expected)
+        self.pool: Any = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+        self.pool.maxPersistentPerHost = 16
+        self.pool.cachedConnectionTimeout = 120
+        agent: Any = Agent(reactor, contextFactory=self.policy, pool=self.pool,  # type: ignore[no-untyped-call]
+                           connectTimeout=relay.connect_timeout_seconds)
+        self.http = HTTPClient(agent)
+        self._fastest: dict[tuple[str, ...], tuple[str, float]] = {}
+
+    def _expected(self, host: str, port: int) -> set[bytes]:
+        """SHA-256 hashes of the certificates registered for the server(s) at ``host``."""
+        shared = self._conf_source.check_valid().own_shared
+        out: set[bytes] = set()
+        for server in shared.servers:
+            if server.address == host:
+                if server.auth_cert_hash_algorithm.upper().replace("-", "") == "SHA256":
+                    out.update(server.auth_cert_hashes)
+        return out
+
+    def server_url(self, server: SecurityServer) -> str:
+        host = server.address or ""
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"https://{host}:{self._relay.server_port}/"
+
+    async def choose(self, servers: list[SecurityServer]) -> SecurityServer:
+        """The server that accepts a TCP connection first (cached ``FASTEST_CACHE_SECONDS``)."""
+        if len(servers) == 1:
+            return servers[0]
+        key = tuple(sorted(s.server_id() for s in servers))
+        cached = self._fastest.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < FASTEST_CACHE_SECONDS:
+            for s in servers:
+                if s.server_id() == cached[0]:
+                    return s
+        winner: Deferred[SecurityServer] = Deferred()
+        attempts = []
+        for server in servers:
+            endpoint_cls = TCP6ClientEndpoint if ":" in (server.address or "") else TCP4ClientEndpoint
+            endpoint: Any = endpoint_cls(self._reactor, server.address or "", self._relay.server_port,
+                                         timeout=self._relay.connect_timeout_seconds)
+            factory: Any = Factory.forProtocol(_Probe)
+            d = endpoint.connect(factory)
+
+            def connected(proto: Any, server: SecurityServer = server) -> None:
+                proto.transport.loseConnection()
+                if not winner.called:
+                    winner.callback(server)
+
+            d.addCallback(connected)
+            attempts.append(d)
+        everyone = DeferredList(attempts, consumeErrors=True)
+
+        def none_connected(_results: Any) -> None:
+            if not winner.called:
+                winner.errback(XRoadFault("NetworkError", "Could not connect to any target host ("
+                                          + ", ".join(self.server_url(s) for s in servers) + ")",
+                                          prefix=SERVER_CLIENTPROXY))
+
+        everyone.addCallback(none_connected)
+        chosen = await winner
+        self._fastest[key] = (chosen.server_id(), now)
+        return chosen
+
+    def registered_peer(self, der: bytes) -> bool:
+        """Server side: is this client certificate registered for some security server?"""
+        try:
+            shared = self._conf_source.check_valid().own_shared
+        except Exception:
+            return False
+        return shared.server_by_auth_cert(der) is not None
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+
+
+__all__ = ["Peers", "cert_sha256", "provider_servers"]
