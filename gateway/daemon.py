@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,22 @@ async def _settle(result: object) -> None:
         await result
 
 
+class _RunningServices(Mapping[str, Any]):
+    """A live view: component name -> its running service."""
+
+    def __init__(self, running: dict[str, _Running]) -> None:
+        self._running = running
+
+    def __getitem__(self, name: str) -> Any:
+        return self._running[name].service
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._running)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+
 # How long start-up waits for a component's first attempt (e.g. opening tokens).
 FIRST_ATTEMPT_TIMEOUT = 30.0
 
@@ -105,6 +121,9 @@ class ComponentContext:
     config: GatewayConfig
     health: HealthChecks
     metrics: GatewayMetrics
+    # The running components' services by name (e.g. "globalconf", "signing"); look them up
+    # when needed, not at build time, so a rebuilt component is found.
+    peers: Mapping[str, Any] = field(default_factory=dict)
     _unregister: list[Callable[[], None]] = field(default_factory=list)
 
     def add_health_check(self, name: str, check: HealthCheck) -> None:
@@ -264,6 +283,7 @@ class GatewayApp:
         }
         self._listeners: dict[str, ListenerService] = {}
         self._running: dict[str, _Running] = {}
+        self.components_running = _RunningServices(self._running)
         self._reload_lock = DeferredLock()
         self.restart_pending: tuple[str, ...] = ()
         self.started = False
@@ -297,7 +317,7 @@ class GatewayApp:
         await _settle(svc.disownServiceParent())  # type: ignore[no-untyped-call]  # closes the port
 
     def _build(self, component: Component, config: GatewayConfig) -> _Running:
-        context = ComponentContext(self.reactor, config, self.health, self.metrics)
+        context = ComponentContext(self.reactor, config, self.health, self.metrics, self.components_running)
         try:
             service = component.build(context)
         except Exception:
