@@ -11,12 +11,24 @@ profile (X-Road's ``BasicCertificateProfileInfoProvider``), with ``C=VN``:
   serialNumber=<member code>, C=VN``
 
 The attributes are encoded in the order listed (first RDN first), as X-Road builds them.
+
+For *verifying* signatures only the mapping certificate -> member matters; besides Basic the
+profiles X-Road instances use for that are available through :func:`sign_profile_for_class`:
+
+* FiVRK (``FiVRKCertificateProfileInfoProvider``, Finland): subject ``C=FI, O=<name>,
+  serialNumber=<instance>/<server code>/<member class>, CN=<member code>``; the legacy form
+  ``C=FI, O=<instance>, OU=<member class>, CN=<member code>``; and, without either, the
+  generic ``C=<instance>, O=<member class>, CN=<member code>``.
+* X-Road's test profile (``TestCertificateProfileInfoProvider``, used by the EE test
+  configuration): member ``<claimed instance>/BUSINESS/<CN>``.  It proves nothing about the
+  owner and is only returned when asked for explicitly (``allow_test=True``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -26,12 +38,19 @@ from protocols.errors import CertificateError
 __all__ = [
     "BASIC_PROFILE_CLASS",
     "BASIC_VN",
+    "FIVRK_PROFILE_CLASS",
     "PROFILES",
+    "SIGN_PROFILES",
+    "TEST_PROFILE_CLASS",
     "BasicProfile",
+    "FiVRKProfile",
     "MemberId",
+    "SignCertProfile",
+    "TestProfile",
     "auth_subject",
     "member_from_sign_cert",
     "profile_for_class",
+    "sign_profile_for_class",
     "sign_subject",
 ]
 
@@ -166,6 +185,102 @@ BASIC_VN = BasicProfile("VN")
 BASIC_PROFILE_CLASS = "ee.ria.xroad.common.certificateprofile.impl.BasicCertificateProfileInfoProvider"
 
 PROFILES: dict[str, BasicProfile] = {BASIC_PROFILE_CLASS: BASIC_VN}
+
+
+class SignCertProfile(Protocol):
+    """What a signature verifier needs of a certificate profile: the member owning a signing
+    certificate (``instance`` is the X-Road instance of the member the message names)."""
+
+    def member_from_sign_cert(self, cert: x509.Certificate, instance: str) -> MemberId: ...
+
+
+def _incorrect(message: str) -> CertificateError:
+    return CertificateError(message, code="cert.subject_mismatch", xroad_code="IncorrectCertificate")
+
+
+def _member(instance: str, member_class: str, member_code: str) -> MemberId:
+    try:
+        return MemberId(instance, member_class, member_code)
+    except CertificateError as exc:
+        raise _incorrect(f"certificate subject does not name a valid member: {exc.message}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class FiVRKProfile:
+    """X-Road's FiVRK profile (``FISubjectClientIdDecoder``); the instance comes from the certificate."""
+
+    def member_from_sign_cert(self, cert: x509.Certificate, instance: str) -> MemberId:
+        subject = cert.subject
+        serial = _single(subject, NameOID.SERIAL_NUMBER, "serialNumber")
+        unit = _single(subject, NameOID.ORGANIZATIONAL_UNIT_NAME, "organizationalUnitName")
+        country = _single(subject, NameOID.COUNTRY_NAME, "countryName")
+        org = _single(subject, NameOID.ORGANIZATION_NAME, "organizationName")
+        cn = _single(subject, NameOID.COMMON_NAME, "commonName")
+        if serial is None and unit is None:
+            # generic form (X-Road's CertSubjectUtils): C = instance, O = class, CN = code
+            if country is None:
+                raise _incorrect("certificate subject name does not contain country code")
+            if org is None:
+                raise _incorrect("certificate subject name does not contain organization")
+            if cn is None:
+                raise _incorrect("certificate subject name does not contain common name")
+            return _member(country, org, cn)
+        if country != "FI":
+            raise _incorrect("certificate subject name does not contain valid country code")
+        if org is None:
+            raise _incorrect("certificate subject name does not contain organization")
+        if serial is None:
+            assert unit is not None
+            # legacy form: O = instance, OU = class, CN = code
+            if cn is None:
+                raise _incorrect("certificate subject name does not contain common name")
+            return _member(org, unit, cn)
+        if cn is None:
+            raise _incorrect("certificate subject name does not contain common name")
+        parts = serial.split("/")
+        if len(parts) != 3:
+            raise _incorrect("certificate subject name's attribute serialNumber has invalid value")
+        return _member(parts[0], parts[2], cn)  # parts[1] is the server code
+
+
+@dataclass(frozen=True, slots=True)
+class TestProfile:
+    """X-Road's test profile: member ``<instance>/BUSINESS/<CN>``.  For tests only."""
+
+    __test__ = False
+    member_class: str = "BUSINESS"
+
+    def member_from_sign_cert(self, cert: x509.Certificate, instance: str) -> MemberId:
+        cn = _single(cert.subject, NameOID.COMMON_NAME, "commonName")
+        if cn is None:
+            raise _incorrect("certificate subject name does not contain common name")
+        return _member(instance, self.member_class, cn)
+
+
+FIVRK_PROFILE_CLASS = "ee.ria.xroad.common.certificateprofile.impl.FiVRKCertificateProfileInfoProvider"
+TEST_PROFILE_CLASS = "ee.ria.xroad.common.certificateprofile.impl.TestCertificateProfileInfoProvider"
+
+#: ``certificateProfileInfo`` class name -> the profile used to identify signers.
+SIGN_PROFILES: dict[str, SignCertProfile] = {
+    BASIC_PROFILE_CLASS: BASIC_VN,
+    FIVRK_PROFILE_CLASS: FiVRKProfile(),
+}
+_TEST_PROFILE = TestProfile()
+
+
+def sign_profile_for_class(class_name: str, *, allow_test: bool = False) -> SignCertProfile:
+    """The signer-identifying profile for a ``certificateProfileInfo`` class name.
+
+    X-Road's test profile is returned only with ``allow_test``.  Raises
+    ``CertificateError(code="cert.profile_unknown")`` for any other unknown class.
+    """
+    profile = SIGN_PROFILES.get(class_name.strip())
+    if profile is not None:
+        return profile
+    if allow_test and class_name.strip() == TEST_PROFILE_CLASS:
+        return _TEST_PROFILE
+    raise CertificateError(f"unsupported certificate profile {class_name!r}", code="cert.profile_unknown",
+                           xroad_code="InternalError")
 
 
 def profile_for_class(class_name: str) -> BasicProfile:
