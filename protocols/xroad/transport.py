@@ -468,8 +468,8 @@ class TransportEncoder:
 
     def parts_to_sign(self) -> list[tuple[str, bytes]]:
         """``(uri, digest)`` of the message part and each attachment, for the signer."""
-        self._require(self._state in (_Enc.MESSAGE, _Enc.BODY_DONE, _Enc.ATTACHMENTS) and bool(self._digests),
-                      "signing")
+        self._require(self._state in (_Enc.MESSAGE, _Enc.BODY_DONE, _Enc.ATTACHMENTS, _Enc.CLOSED)
+                      and bool(self._digests), "signing")
         return list(self._digests)
 
     def signature(self, signed: SignatureLike) -> bytes:
