@@ -75,6 +75,8 @@ class OwnOcsp(Service):
         self.entries: dict[str, Entry] = {}
         self._call: Any = None
         self._good = _gauge(registry)
+        # Called before every refresh: may add certificates (e.g. signing keys that became ready).
+        self.before_refresh: Any = None
 
     def add(self, cert: x509.Certificate, purpose: str) -> None:
         self.entries.setdefault(sha1_hex(cert), Entry(cert, purpose))
@@ -100,6 +102,8 @@ class OwnOcsp(Service):
     async def refresh(self) -> None:
         from hsm.ocsp import OcspClient
 
+        if self.before_refresh is not None:
+            self.before_refresh()
         try:
             conf = self._conf_source.check_valid().own_shared
         except VdxpError as exc:

@@ -1,0 +1,608 @@
+"""The relay: the client side (information systems → this gateway) and the server side (peer
+gateways → this gateway → the service), for X-Road SOAP messages.
+
+Consumer side (:class:`ClientProxy`, ports 8080/8443): the information system POSTs an X-Road
+SOAP message; the gateway checks it (protocol, global configuration valid, client hosted here,
+how the information system authenticates), finds the provider's security server, signs the
+message with the client member's key, sends the transport message over mutual TLS, verifies the
+signed response (signer = the provider member, echoed header, ``requestHash``) and returns the
+SOAP response.
+
+Provider side (:class:`ServerProxy`, port 5500): the peer's TLS certificate is registered in
+global configuration (checked in the handshake) and belongs to a server that hosts the calling
+client, with a good OCSP response among the message's OCSP parts; the signature is verified; the
+access rights of the service are checked; the request goes to the service's URL; the response is
+checked, its ``requestHash`` set, signed with the provider member's key and streamed back.
+
+Every failure is an X-Road fault with a UUID in its detail, logged with that UUID and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from gateway.config import GatewayConfig
+from gateway.ownocsp import issuer_in_conf
+from gateway.relay.access import check_access
+from gateway.relay.intake import IncomingSoap, read_soap
+from gateway.relay.peers import Peers, provider_servers
+from hsm.http import HttpFetchError
+from protocols import ocsp as p_ocsp
+from protocols import sigverify
+from protocols.errors import VdxpError
+from protocols.gconf.params import ClientId as ConfClientId
+from protocols.xroad import faults, soap, transport
+from protocols.xroad.faults import CLIENT, SERVER_CLIENTPROXY, SERVER_SERVERPROXY, Dialect, XRoadFault
+
+PROXY_VERSION = "vdxp-gateway/0.1"
+CHUNK = 64 * 1024
+SPOOL = 1 << 20
+
+
+class RelayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("vdxp_relay_requests", "Messages relayed, by side and result (ok or fault code).",
+                                ["side", "result"], registry=registry)
+        self.seconds = Histogram("vdxp_relay_seconds", "Time to relay one message, by side.", ["side"],
+                                 registry=registry)
+
+
+_metrics: dict[int, RelayMetrics] = {}
+
+
+def relay_metrics(registry: CollectorRegistry) -> RelayMetrics:
+    if id(registry) not in _metrics:
+        _metrics[id(registry)] = RelayMetrics(registry)
+    return _metrics[id(registry)]
+
+
+def _conf_id(client: Any) -> ConfClientId:
+    return ConfClientId.parse(str(client))
+
+
+def _spool() -> IO[bytes]:
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL)
+
+
+def _chunks(f: IO[bytes]) -> Iterable[bytes]:
+    f.seek(0)
+    while True:
+        data = f.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+def _as_fault(exc: BaseException, prefix: tuple[str, ...]) -> XRoadFault:
+    if isinstance(exc, XRoadFault):
+        return exc if exc.prefix else exc.with_prefix(*prefix)
+    if isinstance(exc, VdxpError) and exc.xroad_code:
+        # A full code (Server.ClientProxy.X) stands as it is; a bare one gets our prefix.
+        return XRoadFault(exc.xroad_code, exc.message, prefix=() if "." in exc.xroad_code else prefix)
+    if isinstance(exc, VdxpError):
+        return XRoadFault("InternalError", str(exc), prefix=prefix)
+    return XRoadFault("InternalError", f"internal error: {type(exc).__name__}", prefix=prefix)
+
+
+def _soap_multipart(message_raw: bytes, content_type: str, attachments: list[Any]) -> tuple[str, IO[bytes]]:
+    """The information system's view of a message with attachments (SwA ``multipart/related``)."""
+    boundary = "vdxp" + secrets.token_hex(12)
+    out = _spool()
+    out.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + message_raw)
+    for att in attachments:
+        out.write(f"\r\n--{boundary}\r\n".encode())
+        for name, value in att.headers.items:
+            out.write(f"{name}: {value}\r\n".encode())
+        if att.headers.get("Content-Type") is None:
+            out.write(f"Content-Type: {att.content_type}\r\n".encode())
+        out.write(b"\r\n")
+        for chunk in att.chunks():
+            out.write(chunk)
+    out.write(f"\r\n--{boundary}--\r\n".encode())
+    start_type = content_type.split(";")[0].strip()
+    return f'multipart/related; type="{start_type}"; boundary="{boundary}"', out
+
+
+class _Base(Resource):
+    isLeaf = True
+    log = Logger()
+    side = ""
+    prefix: tuple[str, ...] = ()
+
+    def __init__(self, reactor: Any, config: GatewayConfig, services: Any, peers: Peers,
+                 registry: CollectorRegistry) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._reactor = reactor
+        self.config = config
+        self._services = services  # the daemon's running components: "globalconf", "signing", "ownocsp"
+        self.peers = peers
+        self.metrics = relay_metrics(registry)
+        self.dialect = Dialect.SNAKE if config.faults.dialect == "snake" else Dialect.CAMEL
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._reactor.seconds(), UTC)
+
+    def _conf(self) -> Any:
+        try:
+            return self._services["globalconf"].check_valid().own_shared
+        except KeyError:
+            raise XRoadFault("OutdatedGlobalConf", "global configuration is not enabled on this gateway",
+                             prefix=self.prefix) from None
+        except VdxpError as exc:
+            raise XRoadFault("OutdatedGlobalConf", exc.message, prefix=self.prefix) from None
+
+    def _signer(self, member: str) -> Any:
+        try:
+            return self._services["signing"].signer_for(member)
+        except (KeyError, VdxpError) as exc:
+            raise XRoadFault("CannotCreateSignature", f"no signing key ready for {member}: {exc}",
+                             prefix=self.prefix) from None
+
+    def _own_ocsp(self) -> Any:
+        return self._services.get("ownocsp")
+
+    def _fail(self, request: Request, exc: BaseException, started: float) -> None:
+        fault = _as_fault(exc, self.prefix)
+        self.metrics.requests.labels(side=self.side, result=fault.faultcode()).inc()
+        self.metrics.seconds.labels(side=self.side).observe(time.monotonic() - started)
+        self.log.warn("{side} fault {faultcode} ({detail}): {faultstring}", side=self.side,
+                      faultcode=fault.faultcode(self.dialect), detail=fault.detail, faultstring=fault.faultstring)
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        body = fault.to_soap(self.dialect)
+        request.setResponseCode(faults.SOAP_FAULT_HTTP_STATUS)
+        request.setHeader(b"content-type", faults.SOAP_FAULT_CONTENT_TYPE.encode())  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-length", str(len(body)).encode())  # type: ignore[no-untyped-call]
+        request.write(body)
+        request.finish()
+
+    def _ok(self, started: float) -> None:
+        self.metrics.requests.labels(side=self.side, result="ok").inc()
+        self.metrics.seconds.labels(side=self.side).observe(time.monotonic() - started)
+
+    def _run(self, request: Request, coro: Any) -> int:
+        started = time.monotonic()
+        d = Deferred.fromCoroutine(coro)
+        d.addCallbacks(lambda _: self._ok(started), lambda f: self._fail(request, f.value, started))
+        return NOT_DONE_YET
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = request.getHeader(name)
+    return value if isinstance(value, str) or value is None else value.decode("latin-1")
+
+
+async def _send(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes], timeout: float,
+                clock: Any, decoder: Any, prefix: tuple[str, ...]) -> list[Any]:
+    """POST ``body`` and feed the response body into ``decoder``; returns its events."""
+    import treq
+
+    body.seek(0)
+    events: list[Any] = []
+    d: Deferred[Any] = Deferred.fromCoroutine(_post(http, url, headers, body))
+
+    def timed_out(_r: object, seconds: float) -> Any:
+        raise XRoadFault("NetworkError", f"no answer from {url} within {seconds:g} s", prefix=prefix)
+
+    d.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
+    response = await d
+    if response.code != 200:
+        await treq.content(response)
+        raise XRoadFault("NetworkError", f"{url} answered HTTP {response.code}", prefix=prefix)
+    decoder_box: list[Any] = []
+
+    def content_type_known() -> Any:
+        if not decoder_box:
+            headers_in = [(k.decode("latin-1"), v.decode("latin-1")) for k, vs in response.headers.getAllRawHeaders()
+                          for v in vs]
+            decoder_box.append(decoder(transport.TransportHeaders.from_items(headers_in)))
+        return decoder_box[0]
+
+    def collect(chunk: bytes) -> None:
+        events.extend(content_type_known().feed(chunk))
+
+    collected: Deferred[Any] = treq.collect(response, collect)
+    collected.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
+    await collected
+    events.extend(content_type_known().close())
+    return events
+
+
+async def _post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes]) -> Any:
+    try:
+        return await http.request("POST", url, data=body, headers={k: [v] for k, v in headers})
+    except HttpFetchError:
+        raise
+    except Exception as exc:
+        raise XRoadFault("NetworkError", f"cannot reach {url}: {exc}", prefix=SERVER_CLIENTPROXY) from exc
+
+
+class ClientProxy(_Base):
+    """Ports 8080/8443: information systems call services of other members here."""
+
+    side = "client"
+    prefix = SERVER_CLIENTPROXY
+
+    def __init__(self, *args: Any, secure: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.secure = secure
+
+    def render_POST(self, request: Request) -> int:
+        return self._run(request, self._handle(request))
+
+    def render_GET(self, request: Request) -> int:
+        return self._run(request, self._method_not_allowed(request))
+
+    async def _method_not_allowed(self, request: Request) -> None:
+        soap.check_http_method(request.method.decode("ascii", "replace"), prefix=CLIENT)
+
+    def _authenticate_is(self, request: Request, client: Any) -> Any:
+        conf = self.config.client(str(client))
+        if conf is None:
+            raise XRoadFault("UnknownMember", f"Client '{client}' not found", prefix=SERVER_CLIENTPROXY)
+        if conf.connection in ("https", "https-auth") and not request.isSecure():
+            raise XRoadFault("SslAuthenticationFailed",
+                             f"Client ({client}) specifies HTTPS but did not supply TLS certificate",
+                             prefix=SERVER_CLIENTPROXY)
+        if conf.connection == "https-auth":
+            cert = request.transport.getPeerCertificate() if request.transport else None  # type: ignore[attr-defined]
+            allowed = {p.read_bytes() for p in conf.is_certs}
+            der = cert.to_cryptography().public_bytes(serialization.Encoding.DER) if cert is not None else b""
+            allowed_der = {x509.load_pem_x509_certificate(a).public_bytes(serialization.Encoding.DER)
+                           for a in allowed}
+            if der not in allowed_der:
+                raise XRoadFault("SslAuthenticationFailed",
+                                 f"Client ({client}) TLS certificate does not match any IS certificates",
+                                 prefix=SERVER_CLIENTPROXY)
+        return conf
+
+    async def _handle(self, request: Request) -> None:
+        soap.check_http_method(request.method.decode("ascii", "replace"), prefix=CLIENT)
+        action = soap.validate_soap_action(_header(request, "SOAPAction"), prefix=CLIENT)
+        content_type = _header(request, "Content-Type")
+        shared = self._conf()
+        assert request.content is not None
+        incoming = read_soap(request.content, content_type, prefix=CLIENT, fault_is_error=True,
+                             max_bytes=self.config.relay.max_message_bytes)
+        try:
+            await self._relay(request, incoming, shared, content_type or "", action)
+        finally:
+            incoming.close()
+
+    async def _relay(self, request: Request, incoming: IncomingSoap, shared: Any, content_type: str,
+                     action: str | None) -> None:
+        message = incoming.message
+        assert isinstance(message, soap.SoapMessage)
+        client = message.header.client
+        self._authenticate_is(request, client)
+        service = message.header.service
+        provider = service.provider
+        target = str(message.header.security_server) if message.header.security_server else None
+        servers = provider_servers(shared, _conf_id(provider), target)
+        server = await self.peers.choose(servers)
+        signer = self._signer(str(client.member))
+
+        encoder = transport.TransportEncoder(transport.Direction.REQUEST)
+        body = _spool()
+        own = self._own_ocsp()
+        auth_cert = _load_cert(self.config.relay.tls.cert)
+        if own is not None and auth_cert is not None:
+            for der in own.responses_for(auth_cert):
+                body.write(encoder.ocsp_response(der))
+        part_type = incoming.soap_headers.get("Content-Type") or content_type
+        if not incoming.attachments:
+            part_type = content_type
+        body.write(encoder.soap(message.raw, part_type))
+        for att in incoming.attachments:
+            body.write(encoder.attachment_start(att.content_type,
+                                                [(k, v) for k, v in att.headers.items if k.lower() != "content-type"]))
+            for chunk in att.chunks():
+                body.write(encoder.attachment_data(chunk))
+            body.write(encoder.attachment_end())
+        signed = await signer.sign(encoder.parts_to_sign())
+        body.write(encoder.signature(signed))
+        headers = encoder.http_headers(request_id=secrets.token_hex(16), original_content_type=content_type,
+                                       original_soap_action=action, proxy_version=PROXY_VERSION).items()
+
+        def make_decoder(h: transport.TransportHeaders) -> Any:
+            return transport.TransportDecoder.from_headers(h, transport.Direction.RESPONSE)
+
+        events = await _send(self.peers.http, self.peers.server_url(server), headers, body,
+                             self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
+                             SERVER_CLIENTPROXY)
+        body.close()
+        response, attachments, end = _collect(events)
+        try:
+            if end.fault is not None:
+                raise end.fault
+            assert response is not None and end.signature is not None
+            self._verify(end, response, attachments, str(provider.member), shared)
+            try:
+                soap.check_response(message, response.message)
+            except XRoadFault as exc:
+                raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
+            self._answer(request, response, attachments)
+        finally:
+            for a in attachments:
+                a["file"].close()
+
+    def _verify(self, end: Any, response: Any, attachments: list[dict[str, Any]], signer: str, shared: Any) -> None:
+        parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
+        try:
+            sigverify.verify_signature(end.signature, signer=_conf_id(signer), conf=shared, at=self._now(),
+                                       parts=parts, hash_chain_result=end.hash_chain_result,
+                                       hash_chain=end.hash_chain)
+        except VdxpError as exc:
+            code = exc.xroad_code or "InvalidSignatureValue"
+            raise XRoadFault(code, exc.message, prefix=SERVER_CLIENTPROXY) from None
+
+    def _answer(self, request: Request, response: Any, attachments: list[dict[str, Any]]) -> None:
+        raw = response.message.raw
+        if not attachments:
+            request.setHeader(b"content-type", response.content_type.encode())  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-length", str(len(raw)).encode())  # type: ignore[no-untyped-call]
+            request.write(raw)
+            request.finish()
+            return
+        atts = [_SpooledView(a) for a in attachments]
+        ctype, out = _soap_multipart(raw, response.content_type, atts)
+        request.setHeader(b"content-type", ctype.encode())  # type: ignore[no-untyped-call]
+        for chunk in _chunks(out):
+            request.write(chunk)
+        out.close()
+        request.finish()
+
+
+class _SpooledView:
+    def __init__(self, a: dict[str, Any]) -> None:
+        self.headers = a["headers"]
+        self.content_type = a["content_type"] or "application/octet-stream"
+        self._file = a["file"]
+
+    def chunks(self) -> Iterable[bytes]:
+        return _chunks(self._file)
+
+
+def _collect(events: list[Any]) -> tuple[Any, list[dict[str, Any]], Any]:
+    """The message part, attachments (spooled) and the end of a decoded transport message."""
+    message: Any = None
+    attachments: list[dict[str, Any]] = []
+    end: Any = None
+    ocsp_parts: list[bytes] = []
+    current: dict[str, Any] | None = None
+    for ev in events:
+        if isinstance(ev, transport.SoapPart):
+            message = ev
+        elif isinstance(ev, transport.OcspResponsePart):
+            ocsp_parts.append(ev.der)
+        elif isinstance(ev, transport.AttachmentStart):
+            current = {"headers": ev.headers, "content_type": ev.content_type, "file": _spool()}
+            attachments.append(current)
+        elif isinstance(ev, transport.AttachmentData):
+            assert current is not None
+            current["file"].write(ev.data)
+        elif isinstance(ev, transport.MessageEnd):
+            end = ev
+    if end is not None:
+        end.ocsp_parts = ocsp_parts  # type: ignore[attr-defined]
+    return message, attachments, end
+
+
+def _load_cert(path: Any) -> x509.Certificate | None:
+    if path is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())[0]
+    except (OSError, ValueError):
+        return None
+
+
+class ServerProxy(_Base):
+    """Port 5500 (mutual TLS): peer gateways call services of the clients hosted here."""
+
+    side = "server"
+    prefix = SERVER_SERVERPROXY
+
+    def render_POST(self, request: Request) -> int:
+        return self._run(request, self._handle(request))
+
+    def _peer_der(self, request: Request) -> bytes:
+        cert = request.transport.getPeerCertificate() if request.transport else None  # type: ignore[attr-defined]
+        if cert is None:
+            raise XRoadFault("SslAuthenticationFailed", "the peer presented no certificate", prefix=self.prefix)
+        return bytes(cert.to_cryptography().public_bytes(serialization.Encoding.DER))
+
+    def _check_peer(self, shared: Any, peer_der: bytes, client: Any, ocsp_parts: list[bytes]) -> None:
+        """X-Road's ``verifySslClientCert``: registered server that hosts the client; chain and OCSP."""
+        server = shared.server_by_auth_cert(peer_der)
+        if server is None:
+            raise XRoadFault("SslAuthenticationFailed", "the peer's certificate is not registered",
+                             prefix=self.prefix)
+        cid = _conf_id(client)
+        if not (server.hosts(cid) or server.hosts(_conf_id(client.member))):
+            raise XRoadFault("SslAuthenticationFailed",
+                             f"Client '{client}' is not registered at security server {server.server_id()}",
+                             prefix=self.prefix)
+        cert = x509.load_der_x509_certificate(peer_der)
+        found = issuer_in_conf(cert, shared)
+        if found is None:
+            raise XRoadFault("SslAuthenticationFailed", "the peer's certificate is not issued by an approved CA",
+                             prefix=self.prefix)
+        issuer, infos = found
+        trusted = [o.cert for o in infos if o.cert is not None]
+        last: VdxpError | None = None
+        for der in ocsp_parts:
+            try:
+                status = p_ocsp.verify_response(der, cert=cert, issuer=issuer, at=self._now(),
+                                                freshness_seconds=float(shared.ocsp_freshness_seconds or 3600),
+                                                trusted_responders=trusted)
+            except VdxpError as exc:
+                last = exc
+                continue
+            if status.is_good:
+                return
+            raise XRoadFault("SslAuthenticationFailed", f"the peer's certificate is {status.status}",
+                             prefix=self.prefix)
+        raise XRoadFault("SslAuthenticationFailed",
+                         f"no valid OCSP response for the peer's certificate{': ' + str(last) if last else ''}",
+                         prefix=self.prefix)
+
+    async def _handle(self, request: Request) -> None:
+        shared = self._conf()
+        peer_der = self._peer_der(request)
+        headers_in = [(k.decode("latin-1"), v.decode("latin-1"))
+                      for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+        th = transport.TransportHeaders.from_items(headers_in)
+        decoder = transport.TransportDecoder.from_headers(th, transport.Direction.REQUEST)
+        assert request.content is not None
+        events: list[Any] = []
+        for chunk in _chunks(request.content):
+            events.extend(decoder.feed(chunk))
+        events.extend(decoder.close())
+        message, attachments, end = _collect(events)
+        try:
+            await self._serve(request, shared, peer_der, th, message, attachments, end)
+        finally:
+            for a in attachments:
+                a["file"].close()
+
+    async def _serve(self, request: Request, shared: Any, peer_der: bytes, th: Any, message: Any,
+                     attachments: list[dict[str, Any]], end: Any) -> None:
+        if message is None:
+            raise XRoadFault("MissingSoap", "Request does not contain SOAP message", prefix=self.prefix)
+        msg: soap.SoapMessage = message.message
+        client, service = msg.header.client, msg.header.service
+        provider = service.provider
+        local = self.config.client(str(provider))
+        if local is None:
+            raise XRoadFault("UnknownMember", f"Client '{provider}' not found", prefix=self.prefix)
+        self._check_peer(shared, peer_der, client, getattr(end, "ocsp_parts", []))
+
+        def in_group(caller: str, instance: str, code: str) -> bool:
+            return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
+
+        svc = check_access(local, service.service_code, str(client), in_group)
+        parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
+        try:
+            sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared, at=self._now(),
+                                       parts=parts, hash_chain_result=end.hash_chain_result,
+                                       hash_chain=end.hash_chain)
+        except VdxpError as exc:
+            raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message, prefix=self.prefix) from None
+
+        # Forward to the service.
+        original_type = th.original_content_type or message.content_type
+        if attachments:
+            out_type, out = _soap_multipart(msg.raw, message.content_type, [_SpooledView(a) for a in attachments])
+        else:
+            out_type, out = original_type, _spool()
+            out.write(msg.raw)
+        headers = [("Content-Type", out_type)]
+        if th.original_soap_action is not None:
+            headers.append(("SOAPAction", th.original_soap_action))
+        timeout = svc.timeout_seconds or self.config.relay.service_timeout_seconds
+        response_events = await self._call_service(svc.url, headers, out, timeout)
+        out.close()
+        svc_response = response_events
+        resp_msg = svc_response.message
+        if isinstance(resp_msg, soap.SoapFaultMessage):
+            answer_raw = resp_msg.raw
+        else:
+            try:
+                soap.check_consistency(msg, resp_msg)
+            except XRoadFault as exc:
+                raise XRoadFault(("ServiceFailed", "InconsistentHeaders"), exc.faultstring,
+                                 prefix=self.prefix) from None
+            answer_raw = soap.set_request_hash(resp_msg.raw, msg)
+        try:
+            signer = self._signer(str(provider.member))
+            encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
+            body = _spool()
+            body.write(encoder.soap(answer_raw, "text/xml; charset=UTF-8"))
+            for att in svc_response.attachments:
+                body.write(encoder.attachment_start(att.content_type,
+                                                    [(k, v) for k, v in att.headers.items
+                                                     if k.lower() != "content-type"]))
+                for chunk in att.chunks():
+                    body.write(encoder.attachment_data(chunk))
+                body.write(encoder.attachment_end())
+            signed = await signer.sign(encoder.parts_to_sign())
+            body.write(encoder.signature(signed))
+        finally:
+            svc_response.close()
+        for name, value in encoder.http_headers(original_content_type="text/xml; charset=UTF-8").items():
+            request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+        for chunk in _chunks(body):
+            request.write(chunk)
+        body.close()
+        request.finish()
+
+    async def _call_service(self, url: str, headers: list[tuple[str, str]], body: IO[bytes],
+                            timeout: float) -> IncomingSoap:
+        import treq
+
+        http = self._service_http()
+        body.seek(0)
+        d: Deferred[Any] = Deferred.fromCoroutine(_service_post(http, url, headers, body))
+
+        def timed_out(_r: object, seconds: float) -> Any:
+            raise XRoadFault(("ServiceFailed", "NetworkError"), f"service {url} did not answer within {seconds:g} s",
+                             prefix=self.prefix)
+
+        d.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out)
+        response = await d
+        if response.code >= 400 and response.code != 500:
+            await treq.content(response)
+            raise XRoadFault(("ServiceFailed", "HttpError"), f"service {url} answered HTTP {response.code}",
+                             prefix=self.prefix)
+        spooled = _spool()
+        def write(chunk: bytes) -> None:
+            spooled.write(chunk)
+
+        collected: Deferred[Any] = treq.collect(response, write)
+        collected.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out)
+        await collected
+        spooled.seek(0)
+        ctype = response.headers.getRawHeaders(b"content-type", [b""])[0].decode("latin-1") or None
+        try:
+            return read_soap(spooled, ctype, prefix=(*self.prefix, "ServiceFailed"), response=True)
+        finally:
+            spooled.close()
+
+    def _service_http(self) -> Any:
+        http = getattr(self, "_http_client", None)
+        if http is None:
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            pool: Any = HTTPConnectionPool(self._reactor, persistent=True)  # type: ignore[no-untyped-call]
+            agent: Any = Agent(self._reactor, pool=pool)  # type: ignore[no-untyped-call]
+            http = self._http_client = HTTPClient(agent)
+        return http
+
+
+async def _service_post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes]) -> Any:
+    try:
+        return await http.request("POST", url, data=body, headers={k: [v] for k, v in headers})
+    except Exception as exc:
+        code = "UnknownHost" if "DNS" in type(exc).__name__ else "NetworkError"
+        raise XRoadFault(("ServiceFailed", code), f"cannot reach service {url}: {exc}",
+                         prefix=SERVER_SERVERPROXY) from exc
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha512(data).digest()
