@@ -341,6 +341,14 @@ def _authorisation_problem(
     return None
 
 
+def same_name(a: x509.Name, b: x509.Name) -> bool:
+    """Names equal as sets of attributes, whatever the order of their RDNs (X-Road's Java
+    library compares ``ResponderID`` names this way, and real responses rely on it)."""
+    if a == b:
+        return True
+    return sorted(rdn.rfc4514_string() for rdn in a.rdns) == sorted(rdn.rfc4514_string() for rdn in b.rdns)
+
+
 def _responder_candidates(
     response: ocsp.OCSPResponse, issuer: x509.Certificate, trusted: Sequence[x509.Certificate]
 ) -> list[x509.Certificate]:
@@ -352,7 +360,7 @@ def _responder_candidates(
         if key_hash is not None:
             matches = hashlib.sha1(public_key_bits(_spki(cert))).digest() == key_hash  # noqa: S324 - RFC 6960
         else:
-            matches = name is not None and cert.subject == name
+            matches = name is not None and same_name(cert.subject, name)
         if matches and cert not in found:
             found.append(cert)
     return found

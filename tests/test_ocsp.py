@@ -553,3 +553,14 @@ def test_cache_with_real_client_and_responder(
     clock.advance(3600)
     assert result_of(run(cache.status(leaf, pki.intermediate))).status == "revoked"
     assert cache.fetches == 2
+
+
+def test_responder_names_match_whatever_the_rdn_order() -> None:
+    from cryptography.x509.oid import NameOID
+
+    from protocols.ocsp import same_name
+
+    a = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "EE"), x509.NameAttribute(NameOID.COMMON_NAME, "c")])
+    b = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "c"), x509.NameAttribute(NameOID.COUNTRY_NAME, "EE")])
+    c = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "d"), x509.NameAttribute(NameOID.COUNTRY_NAME, "EE")])
+    assert same_name(a, b) and not same_name(a, c)
