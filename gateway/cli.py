@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "conf",
     "central",
     "demo",
+    "sandbox",
 )
 
 EXIT_OK = 0
