@@ -373,14 +373,16 @@ def make_token(directory: Path, label: str) -> Token:
     return token
 
 
-def key_ids(token: Token) -> dict[str, str]:
-    """``label -> CKA_ID`` of the keys on the token (from ``token list``)."""
-    out: dict[str, str] = {}
-    for line in cli(token.env, "token", "list", *token.args).splitlines():
-        parts = line.split()
-        if len(parts) > 2 and parts[0] == "key" and "label '" in line:
-            out[line.split("label '", 1)[1].rsplit("'", 1)[0]] = parts[1]
-    return out
+_GENERATED = re.compile(r"^generated \S+ key ([0-9a-f]+) ")
+
+
+def generate_key(token: Token, *args: str) -> str:
+    """``key generate`` on the token; returns the new key's CKA_ID (hex)."""
+    out = cli(token.env, "key", "generate", *token.args, *args)
+    match = _GENERATED.match(out)
+    if match is None:
+        raise SandboxError(f"`key generate` printed no key id: {out.strip()!r}", code="sandbox.step_failed")
+    return match.group(1)
 
 
 def make_tls_identity(directory: Path, pki: Path, member: str, address: str, env: dict[str, str]) -> tuple[Path,
@@ -410,10 +412,8 @@ def prepare_gateway_token(directory: Path, spec: GatewaySpec, pki: Path) -> Toke
     """Token, keys (auth and the member's signing key), signing certificate, TLS identity."""
     token = make_token(directory / "hsm", spec.name)
     env = token.env
-    cli(env, "key", "generate", *token.args, "--usage", "auth", "--member", spec.owner, "--type", "ec",
-        "--label", "auth")
-    cli(env, "key", "generate", *token.args, "--usage", "sign", "--member", spec.owner, "--label", "sign")
-    ids = key_ids(token)
+    generate_key(token, "--usage", "auth", "--member", spec.owner, "--type", "ec", "--label", "auth")
+    ids = {"sign": generate_key(token, "--usage", "sign", "--member", spec.owner, "--label", "sign")}
     csr = directory / "sign.csr"
     cli(env, "key", "csr", *token.args, "--key-id", ids["sign"], "--profile", "sign", "--member", spec.owner,
         "--member-name", MEMBER_NAMES[spec.owner], "--out", str(csr))
@@ -428,9 +428,7 @@ def prepare_trust_token(directory: Path, pki: Path) -> Token:
     with their certificates from the development PKI."""
     token = make_token(directory / "hsm", "trust")
     env = token.env
-    cli(env, "key", "generate", *token.args, "--label", "conf-signing", "--type", "ec")
-    cli(env, "key", "generate", *token.args, "--label", "tsa", "--type", "ec")
-    ids = key_ids(token)
+    ids = {label: generate_key(token, "--label", label, "--type", "ec") for label in ("conf-signing", "tsa")}
     cli(env, "key", "csr", *token.args, "--key-id", ids["conf-signing"], "--profile", "sign", "--member", G22,
         "--member-name", MEMBER_NAMES[G22], "--out", str(directory / "conf-signing.csr"))
     cli(env, "pki", "issue", str(pki), "--csr", str(directory / "conf-signing.csr"), "--profile", "sign",
@@ -672,8 +670,19 @@ def _up(plan: _Plan, started: list[Started], timeout: float, say: Callable[[str]
     pki = d / "pki"
     ocsp_url = plan.url(lay.ca, "ocsp")
 
-    say(f"development PKI in {pki}")
-    cli(_child_env(), "pki", "init", str(pki), "--instance", INSTANCE, "--ocsp-url", ocsp_url)
+    say(f"development PKI in {pki}, its OCSP responder and the example service")
+    env = _child_env()
+    cli(env, "pki", "init", str(pki), "--instance", INSTANCE, "--ocsp-url", ocsp_url)
+    ocsp = _spawn("ocsp", ["ocsp", "serve", "--pki", str(pki),
+                           "--listen", f"tcp:{plan.ports['ocsp']}:interface={lay.ca}"], env, logs / "ocsp.log", d)
+    started.append(ocsp)
+    example = _spawn("example", ["sandbox", "example-service",
+                                 "--listen", f"tcp:{plan.ports['example']}:interface={lay.example}"],
+                     env, logs / "example.log", d)
+    started.append(example)
+    _wait_for_line(ocsp, re.compile(r"^listening on http://"), timeout)
+    _wait_for_line(example, re.compile(r"example service listening on "), timeout)
+
     say("tokens, keys and certificates (SoftHSM2, through the CLI)")
     provider_spec, consumer_spec = lay.gateways()
     trust, provider_token, consumer_token = _parallel(
@@ -689,11 +698,7 @@ def _up(plan: _Plan, started: list[Started], timeout: float, say: Callable[[str]
     trust_config = d / "trust" / "tsa.yaml"
     trust_config.write_text(yaml.safe_dump(_trust_config(plan, trust), sort_keys=False))
 
-    say("trust services and the example service")
-    env = _child_env()
-    ocsp = _spawn("ocsp", ["ocsp", "serve", "--pki", str(pki),
-                           "--listen", f"tcp:{plan.ports['ocsp']}:interface={lay.ca}"], env, logs / "ocsp.log", d)
-    started.append(ocsp)
+    say("TSA and central")
     tsa = _spawn("tsa-1", ["tsa", "serve", "-c", str(trust_config), "--cert", str(d / "trust" / "tsa.pem"),
                            "--chain", str(pki / "intermediate.pem"), "--key-label", "tsa",
                            "--listen", f"tcp:{plan.ports['tsa']}:interface={lay.tsa}"],
@@ -701,15 +706,9 @@ def _up(plan: _Plan, started: list[Started], timeout: float, say: Callable[[str]
     started.append(tsa)
     central = _spawn("central", ["central", "serve", "-c", str(federation)], trust.env, logs / "central.log", d)
     started.append(central)
-    example = _spawn("example", ["sandbox", "example-service",
-                                 "--listen", f"tcp:{plan.ports['example']}:interface={lay.example}"],
-                     env, logs / "example.log", d)
-    started.append(example)
-    _wait_for_line(ocsp, re.compile(r"^listening on http://"), timeout)
     _wait_for_line(tsa, re.compile(r"^TSA listening on "), timeout)
     anchor_match = _wait_for_line(central, re.compile(r"^central listening on \S+ ; anchor (.+)$"), timeout)
     anchor = Path(anchor_match.group(1).strip())
-    _wait_for_line(example, re.compile(r"example service listening on "), timeout)
 
     say("gateways")
     example_url = plan.url(lay.example, "example")
