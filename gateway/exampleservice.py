@@ -5,7 +5,9 @@
 * ``POST /soap`` (also ``POST /``): X-Road SOAP ``echo``. The answer is an X-Road SOAP response
   echoing the request's header (client, service, id, userId, issue, protocolVersion...) whose body
   element is the request's, renamed ``<name>Response`` (``echo`` → ``echoResponse``) in the same
-  namespace, with the same children.  Anything that is not a valid X-Road request gets a SOAP fault.
+  namespace, with the same children.  With attachments (SwA, ``multipart/related``) the answer is
+  multipart too, with the same boundary and the attachments sent back as they came.  Anything that
+  is not a valid X-Road request gets a SOAP fault.
 * ``GET /items`` → ``{"items": [...]}``, ``GET /items/ID`` → ``{"id": ..., "name": ...}``,
   ``POST /items[/ID]`` → the request body as it came, with its content type (streamed back from
   Twisted's spool file, never whole in memory).  JSON answers name the ``X-Road-Client`` the
@@ -41,6 +43,25 @@ def _fault(code: str, message: str) -> bytes:
         f"<SOAP-ENV:Fault><faultcode>{escape(code)}</faultcode><faultstring>{escape(message)}</faultstring>"
         "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
     ).encode()
+
+
+def _soap_fault(request: Any, code: str, message: str) -> bytes:
+    request.setResponseCode(500)
+    return _fault(code, message)
+
+
+def _echo_or_fault(request: Any, body: bytes, content_type: str | None) -> tuple[bool, bytes]:
+    """``(True, echo)``, or ``(False, fault)`` with the response code set to 500."""
+    from protocols.errors import VdxpError
+    from protocols.xroad.faults import XRoadFault
+
+    try:
+        return True, echo_response(body, content_type)
+    except XRoadFault as exc:
+        code = exc.faultcode()
+        return False, _soap_fault(request, code if exc.prefix else f"Client.{code}", exc.faultstring)
+    except (VdxpError, ValueError) as exc:
+        return False, _soap_fault(request, "Client.InvalidRequest", str(exc))
 
 
 def echo_response(body: bytes, content_type: str | None) -> bytes:
@@ -114,27 +135,50 @@ class ExampleService(Resource):
             return self._json(request, {"error": "method not allowed"}, 405)
         return self._json(request, {"error": "not found", "path": path}, 404)
 
-    def _soap(self, request: Any) -> bytes:
-        from protocols.errors import VdxpError
-        from protocols.xroad.faults import XRoadFault
+    def _soap(self, request: Any) -> bytes | int:
+        from protocols.xroad.mime import parse_content_type
 
+        content_type = request.getHeader("content-type")
+        ctype = parse_content_type(content_type)
+        if ctype is not None and ctype.media_type == "multipart/related" and ctype.boundary:
+            return self._soap_with_attachments(request, ctype.boundary)
         body = _copy_body(request, MAX_SOAP_BYTES)
         request.setHeader(b"content-type", b"text/xml; charset=UTF-8")
         if len(body) > MAX_SOAP_BYTES:
-            request.setResponseCode(500)
-            return _fault("Server.TooLarge", "the request is too large for the example service")
-        try:
-            return echo_response(body, request.getHeader("content-type"))
-        except XRoadFault as exc:
-            request.setResponseCode(500)
-            code = exc.faultcode()
-            return _fault(code if exc.prefix else f"Client.{code}", exc.faultstring)
-        except VdxpError as exc:
-            request.setResponseCode(500)
-            return _fault("Client.InvalidRequest", str(exc))
-        except ValueError as exc:
-            request.setResponseCode(500)
-            return _fault("Client.InvalidRequest", str(exc))
+            return _soap_fault(request, "Server.TooLarge", "the request is too large for the example service")
+        return _echo_or_fault(request, body, content_type)[1]
+
+    def _soap_with_attachments(self, request: Any, boundary: str) -> bytes | int:
+        """SOAP with attachments (multipart/related): the SOAP part is answered as above, the
+        attachments are sent back as they came (copied from the spool file, not held in memory)."""
+        content = request.content
+        head = _copy_body(request, MAX_SOAP_BYTES + 64 * 1024)
+        delimiter = b"--" + boundary.encode("ascii", "replace")
+        first = head.find(delimiter)
+        headers_end = head.find(b"\r\n\r\n", first) if first >= 0 else -1
+        part_end = head.find(b"\r\n" + delimiter, headers_end) if headers_end >= 0 else -1
+        if part_end < 0:
+            request.setHeader(b"content-type", b"text/xml; charset=UTF-8")
+            return _soap_fault(request, "Client.InvalidRequest", "no SOAP part in the multipart request")
+        part_headers = head[first + len(delimiter):headers_end].strip(b"\r\n")
+        part_type = next((line.split(b":", 1)[1].strip().decode("latin-1") for line in part_headers.split(b"\r\n")
+                          if line.lower().startswith(b"content-type:")), None)
+        ok, answer = _echo_or_fault(request, head[headers_end + 4:part_end], part_type)
+        if not ok:
+            request.setHeader(b"content-type", b"text/xml; charset=UTF-8")
+            return answer
+        kept = b"\r\n".join(line for line in part_headers.split(b"\r\n")
+                              if not line.lower().startswith((b"content-type:", b"content-length:",
+                                                              b"content-transfer-encoding:")))
+        prefix = (delimiter + b"\r\nContent-Type: text/xml; charset=UTF-8\r\n" + (kept + b"\r\n" if kept else b"")
+                  + b"\r\n" + answer)
+        request.setHeader(b"content-type", request.getHeader("content-type").encode("latin-1"))
+        content.seek(0, 2)
+        request.setHeader(b"content-length", str(len(prefix) + content.tell() - part_end).encode())
+        content.seek(part_end)
+        request.write(prefix)
+        request.registerProducer(_FileProducer(request, content), False)
+        return NOT_DONE_YET
 
     def _echo(self, request: Any) -> int:
         """POST echoes the body with its content type, streamed from the spool file."""

@@ -419,6 +419,27 @@ def test_example_service_in_memory() -> None:
     assert json.loads(_render(resource, b"GET", b"/items/x")[1]) == {"id": "x", "name": "item x"}
 
 
+def test_example_service_echoes_soap_with_attachments() -> None:
+    resource = ExampleService()
+    attachment = os.urandom(200_000)
+    body = (b"preamble\r\n--MIME_b\r\nContent-Type: text/xml; charset=UTF-8\r\nContent-ID: <soap>\r\n\r\n"
+            + ECHO_REQUEST + b"\r\n--MIME_b\r\nContent-Type: application/octet-stream\r\nContent-ID: <a1>\r\n\r\n"
+            + attachment + b"\r\n--MIME_b--\r\n")
+    ctype = b'multipart/related; type="text/xml"; start="<soap>"; boundary=MIME_b'
+    code, raw, request = _render(resource, b"POST", b"/soap", body, {b"content-type": ctype})
+    assert code == 200
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [ctype]
+    assert request.responseHeaders.getRawHeaders(b"content-length") == [str(len(raw)).encode()]
+    parts = raw.split(b"\r\n--MIME_b")
+    soap_headers, _, soap = parts[0].removeprefix(b"--MIME_b\r\n").partition(b"\r\n\r\n")
+    assert b"Content-ID: <soap>" in soap_headers
+    _check_echo(soap)
+    assert parts[1].endswith(b"\r\n\r\n" + attachment) and parts[2] == b"--\r\n"
+    # No SOAP part: a fault.
+    code, raw, _ = _render(resource, b"POST", b"/soap", b"--MIME_b--\r\n", {b"content-type": ctype})
+    assert code == 500 and b"faultcode" in raw
+
+
 def test_status_and_down_without_a_sandbox(tmp_path: Path) -> None:
     for action in ("status", "down"):
         out = gw("sandbox", action, str(tmp_path))
