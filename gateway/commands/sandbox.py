@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          "run side by side on different ranges")
     up.add_argument("--timeout", type=float, default=sandbox.START_TIMEOUT,
                     help=f"seconds each process may take to come up (default {sandbox.START_TIMEOUT:.0f})")
-    up.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    up.add_argument("--quiet", action="store_true",
+                    help="no progress lines on standard error (they are only shown on a terminal anyway)")
     up.set_defaults(func=_up)
 
     st = ssub.add_parser("status", help="print sandbox.json with \"alive\" for every process")
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _up(args: argparse.Namespace) -> int:
     def progress(text: str) -> None:
-        if not args.quiet:
+        if not args.quiet and sys.stderr.isatty():
             sys.stderr.write(f"sandbox: {text}\n")
             sys.stderr.flush()
 
