@@ -75,6 +75,7 @@ class OwnOcsp(Service):
         self.entries: dict[str, Entry] = {}
         self._call: Any = None
         self._good = _gauge(registry)
+        self._failures = 0
         # Called before every refresh: may add certificates (e.g. signing keys that became ready).
         self.before_refresh: Any = None
 
@@ -96,13 +97,29 @@ class OwnOcsp(Service):
 
     async def _tick(self) -> None:
         await self.refresh()
-        # Refresh before the freshness window closes, and at least every fetch_interval.
-        self._schedule(min(self.fetch_interval, self.freshness / 2) * (0.9 + 0.2 * secrets.randbelow(100) / 100))
+        if any(e.status is None or e.error for e in self.entries.values()):
+            # Something failed: retry soon, backing off up to the normal interval.
+            self._failures += 1
+            delay = min(5.0 * 2 ** (self._failures - 1), self.fetch_interval)
+        else:
+            self._failures = 0
+            # Refresh before the freshness window closes, and at least every fetch_interval.
+            delay = min(self.fetch_interval, self.freshness / 2)
+        self._schedule(delay * (0.9 + 0.2 * secrets.randbelow(100) / 100))
 
-    async def refresh(self) -> None:
+    async def ensure(self, cert: x509.Certificate, purpose: str) -> tuple[bytes, ...]:
+        """The responses for ``cert``, fetching them now if there are none yet."""
+        self.add(cert, purpose)
+        found = self.responses_for(cert)
+        if not found:
+            await self.refresh(only=sha1_hex(cert))
+            found = self.responses_for(cert)
+        return found
+
+    async def refresh(self, only: str | None = None) -> None:
         from hsm.ocsp import OcspClient
 
-        if self.before_refresh is not None:
+        if self.before_refresh is not None and only is None:
             self.before_refresh()
         try:
             conf = self._conf_source.check_valid().own_shared
@@ -111,7 +128,9 @@ class OwnOcsp(Service):
                 entry.error = str(exc)
             return
         freshness = float(getattr(conf, "ocsp_freshness_seconds", self.freshness) or self.freshness)
-        for key, entry in self.entries.items():
+        for key, entry in list(self.entries.items()):
+            if only is not None and key != only:
+                continue
             found = issuer_in_conf(entry.cert, conf)
             if found is None:
                 entry.error = "cert.issuer_not_approved: the issuing CA is not an approved CA of the federation"

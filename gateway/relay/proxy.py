@@ -37,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.config import GatewayConfig
 from gateway.ownocsp import issuer_in_conf
+from gateway.ownocsp import sha1_hex as _sha1_hex
 from gateway.relay.access import check_access
 from gateway.relay.intake import IncomingSoap, read_soap
 from gateway.relay.peers import Peers, provider_servers
@@ -145,18 +146,39 @@ class _Base(Resource):
         except VdxpError as exc:
             raise XRoadFault("OutdatedGlobalConf", exc.message, prefix=self.prefix) from None
 
-    def _signer(self, member: str) -> Any:
+    async def _signer(self, member: str) -> Any:
+        """The member's signer, with the OCSP response of its certificate at hand (a signature
+        carries it; without one X-Road cannot create the signature either)."""
         try:
-            return self._services["signing"].signer_for(member)
+            signer = self._services["signing"].signer_for(member)
         except (KeyError, VdxpError) as exc:
             raise XRoadFault("CannotCreateSignature", f"no signing key ready for {member}: {exc}",
                              prefix=self.prefix) from None
+        own = self._own_ocsp()
+        if own is not None:
+            cert = signer.key.cert
+            if not await own.ensure(cert, f"sign:{member}"):
+                entry = own.entries.get(_sha1_hex(cert))
+                raise XRoadFault("CannotCreateSignature", "no OCSP response for the signing certificate of "
+                                 f"{member}: {getattr(entry, 'error', None) or 'not fetched'}", prefix=self.prefix)
+            if not getattr(signer.key, "_vdxp_ocsp_hooked", False):
+                import dataclasses
+
+                hooked = dataclasses.replace(signer.key, ocsp_responses=lambda: own.responses_for(cert))
+                object.__setattr__(hooked, "_vdxp_ocsp_hooked", True)
+                signer.key = hooked
+        return signer
 
     def _own_ocsp(self) -> Any:
         return self._services.get("ownocsp")
 
     def _fail(self, request: Request, exc: BaseException, started: float) -> None:
         fault = _as_fault(exc, self.prefix)
+        if not isinstance(exc, VdxpError):
+            from twisted.python.failure import Failure
+
+            self.log.failure("{side}: unexpected error ({detail})", Failure(exc), side=self.side,
+                             detail=fault.detail)
         self.metrics.requests.labels(side=self.side, result=fault.faultcode()).inc()
         self.metrics.seconds.labels(side=self.side).observe(time.monotonic() - started)
         self.log.warn("{side} fault {faultcode} ({detail}): {faultstring}", side=self.side,
@@ -203,6 +225,15 @@ async def _send(http: Any, url: str, headers: list[tuple[str, str]], body: IO[by
     if response.code != 200:
         await treq.content(response)
         raise XRoadFault("NetworkError", f"{url} answered HTTP {response.code}", prefix=prefix)
+    ctype = response.headers.getRawHeaders(b"content-type", [b""])[0].decode("latin-1").lower()
+    if ctype.startswith("text/xml"):
+        # The peer failed before streaming anything: a bare SOAP fault, relayed as it is.
+        raw = await treq.content(response)
+        fault = faults.parse_soap_fault(raw[:1 << 20])
+        if fault is None:
+            raise XRoadFault(("ServiceFailed", "InvalidMessage"), f"{url} answered text/xml that is not a fault",
+                             prefix=prefix)
+        raise fault
     decoder_box: list[Any] = []
 
     def content_type_known() -> Any:
@@ -222,9 +253,20 @@ async def _send(http: Any, url: str, headers: list[tuple[str, str]], body: IO[by
     return events
 
 
+def _producer(body: IO[bytes]) -> Any:
+    from twisted.web.client import FileBodyProducer
+
+    body.seek(0, 2)
+    size = body.tell()
+    body.seek(0)
+    producer = FileBodyProducer(body)  # type: ignore[arg-type]
+    producer.length = size
+    return producer
+
+
 async def _post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes]) -> Any:
     try:
-        return await http.request("POST", url, data=body, headers={k: [v] for k, v in headers})
+        return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers})
     except HttpFetchError:
         raise
     except Exception as exc:
@@ -294,7 +336,7 @@ class ClientProxy(_Base):
         target = str(message.header.security_server) if message.header.security_server else None
         servers = provider_servers(shared, _conf_id(provider), target)
         server = await self.peers.choose(servers)
-        signer = self._signer(str(client.member))
+        signer = await self._signer(str(client.member))
 
         encoder = transport.TransportEncoder(transport.Direction.REQUEST)
         body = _spool()
@@ -325,7 +367,7 @@ class ClientProxy(_Base):
                              self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
                              SERVER_CLIENTPROXY)
         body.close()
-        response, attachments, end = _collect(events)
+        response, attachments, end, _ocsp = _collect(events)
         try:
             if end.fault is not None:
                 raise end.fault
@@ -377,8 +419,8 @@ class _SpooledView:
         return _chunks(self._file)
 
 
-def _collect(events: list[Any]) -> tuple[Any, list[dict[str, Any]], Any]:
-    """The message part, attachments (spooled) and the end of a decoded transport message."""
+def _collect(events: list[Any]) -> tuple[Any, list[dict[str, Any]], Any, list[bytes]]:
+    """The message part, attachments (spooled), the end and the OCSP parts of a decoded transport message."""
     message: Any = None
     attachments: list[dict[str, Any]] = []
     end: Any = None
@@ -397,9 +439,7 @@ def _collect(events: list[Any]) -> tuple[Any, list[dict[str, Any]], Any]:
             current["file"].write(ev.data)
         elif isinstance(ev, transport.MessageEnd):
             end = ev
-    if end is not None:
-        end.ocsp_parts = ocsp_parts  # type: ignore[attr-defined]
-    return message, attachments, end
+    return message, attachments, end, ocsp_parts
 
 
 def _load_cert(path: Any) -> x509.Certificate | None:
@@ -473,15 +513,15 @@ class ServerProxy(_Base):
         for chunk in _chunks(request.content):
             events.extend(decoder.feed(chunk))
         events.extend(decoder.close())
-        message, attachments, end = _collect(events)
+        message, attachments, end, ocsp_parts = _collect(events)
         try:
-            await self._serve(request, shared, peer_der, th, message, attachments, end)
+            await self._serve(request, shared, peer_der, th, message, attachments, end, ocsp_parts)
         finally:
             for a in attachments:
                 a["file"].close()
 
     async def _serve(self, request: Request, shared: Any, peer_der: bytes, th: Any, message: Any,
-                     attachments: list[dict[str, Any]], end: Any) -> None:
+                     attachments: list[dict[str, Any]], end: Any, ocsp_parts: list[bytes]) -> None:
         if message is None:
             raise XRoadFault("MissingSoap", "Request does not contain SOAP message", prefix=self.prefix)
         msg: soap.SoapMessage = message.message
@@ -490,7 +530,7 @@ class ServerProxy(_Base):
         local = self.config.client(str(provider))
         if local is None:
             raise XRoadFault("UnknownMember", f"Client '{provider}' not found", prefix=self.prefix)
-        self._check_peer(shared, peer_der, client, getattr(end, "ocsp_parts", []))
+        self._check_peer(shared, peer_der, client, ocsp_parts)
 
         def in_group(caller: str, instance: str, code: str) -> bool:
             return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
@@ -529,7 +569,7 @@ class ServerProxy(_Base):
                                  prefix=self.prefix) from None
             answer_raw = soap.set_request_hash(resp_msg.raw, msg)
         try:
-            signer = self._signer(str(provider.member))
+            signer = await self._signer(str(provider.member))
             encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
             body = _spool()
             body.write(encoder.soap(answer_raw, "text/xml; charset=UTF-8"))
@@ -597,7 +637,7 @@ class ServerProxy(_Base):
 
 async def _service_post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes]) -> Any:
     try:
-        return await http.request("POST", url, data=body, headers={k: [v] for k, v in headers})
+        return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers})
     except Exception as exc:
         code = "UnknownHost" if "DNS" in type(exc).__name__ else "NetworkError"
         raise XRoadFault(("ServiceFailed", code), f"cannot reach service {url}: {exc}",
