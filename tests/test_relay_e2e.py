@@ -1,0 +1,133 @@
+"""The relay end to end through the sandbox: an information system calls the example service of
+another member through two gateways (mutual TLS, signed and verified both ways)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+import random
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+GW = [sys.executable, "-m", "gateway"]
+NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/", "x": "http://x-road.eu/xsd/xroad.xsd"}
+
+
+def envelope(*, client_code: str = "000.00.00.H41", client_sub: str = "edoc", service: str = "echo",
+             version: str = "4.0", text: str = "Xin chao", qid: str = "q-1") -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:x="http://x-road.eu/xsd/xroad.xsd"
+ xmlns:id="http://x-road.eu/xsd/identifiers"><s:Header>
+<x:client id:objectType="SUBSYSTEM"><id:xRoadInstance>VN-TEST</id:xRoadInstance><id:memberClass>GOV</id:memberClass>
+<id:memberCode>{client_code}</id:memberCode><id:subsystemCode>{client_sub}</id:subsystemCode></x:client>
+<x:service id:objectType="SERVICE"><id:xRoadInstance>VN-TEST</id:xRoadInstance><id:memberClass>GOV</id:memberClass>
+<id:memberCode>000.00.00.G22</id:memberCode><id:subsystemCode>example</id:subsystemCode>
+<id:serviceCode>{service}</id:serviceCode></x:service>
+<x:id>{qid}</x:id><x:protocolVersion>{version}</x:protocolVersion></s:Header>
+<s:Body><m:{service} xmlns:m="http://example.org/"><text>{text}</text></m:{service}></s:Body></s:Envelope>""".encode()
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    d = tmp_path_factory.mktemp("relay-sandbox") / "sb"
+    net = ipaddress.ip_network(f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/28")
+    out = subprocess.run([*GW, "sandbox", "up", str(d), "--addresses", str(net), "--quiet"], capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((d / "sandbox.json").read_text())
+    try:
+        yield data
+    finally:
+        subprocess.run([*GW, "sandbox", "down", str(d)], capture_output=True, timeout=60)
+
+
+def call(url: str, body: bytes, content_type: str = "text/xml; charset=utf-8", method: str = "POST",
+         headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    req = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
+                                 headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+def consumer(sb: dict) -> str:
+    return next(g["client_http"] for g in sb["gateways"] if g["name"] == "gw-consumer")
+
+
+def faultcode(body: bytes) -> str:
+    root = etree.fromstring(body)
+    code = root.find(".//faultcode")
+    assert code is not None, body
+    return str(code.text)
+
+
+def test_soap_call_is_relayed_signed_and_verified(sandbox: dict) -> None:
+    status, ctype, body = call(consumer(sandbox), envelope(text="Chào thế giới"))
+    assert status == 200 and ctype.startswith("text/xml"), body
+    root = etree.fromstring(body)
+    assert root.find(".//{http://example.org/}echoResponse/text").text == "Chào thế giới"
+    assert root.find(".//x:id", NS).text == "q-1"
+    assert root.find(".//x:requestHash", NS) is not None  # set by the provider gateway, checked by the consumer
+
+
+def test_attachments_travel_both_ways(sandbox: dict) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB of binary
+    boundary = "MIMEBoundary42"
+    body = (f"--{boundary}\r\nContent-Type: text/xml; charset=utf-8\r\n\r\n").encode() + envelope() + \
+        f"\r\n--{boundary}\r\nContent-Type: application/pdf\r\nContent-ID: <doc1>\r\n\r\n".encode() + payload + \
+        f"\r\n--{boundary}--\r\n".encode()
+    status, ctype, answer = call(consumer(sandbox), body,
+                                 f'multipart/related; type="text/xml"; boundary="{boundary}"')
+    assert status == 200 and ctype.startswith("multipart/related"), answer[:500]
+    assert payload in answer and b"Content-ID: <doc1>" in answer
+
+
+@pytest.mark.parametrize(("request_kwargs", "expected"), [
+    ({"service": "nosuch"}, "Server.ServerProxy.UnknownService"),
+    ({"client_code": "000.00.00.Z99"}, "Server.ClientProxy.UnknownMember"),
+    ({"version": "3.1"}, "Client.InvalidProtocolVersion"),
+])
+def test_faults_are_xroad_faults(sandbox: dict, request_kwargs: dict, expected: str) -> None:
+    status, _ctype, body = call(consumer(sandbox), envelope(**request_kwargs))
+    assert status == 200
+    assert faultcode(body) == expected
+
+
+def test_protocol_errors_at_the_client_port(sandbox: dict) -> None:
+    _s, _c, body = call(consumer(sandbox), b"", method="GET")
+    assert faultcode(body) == "Client.InvalidHttpMethod"
+    _s, _c, body = call(consumer(sandbox), envelope(), content_type="application/json")
+    assert faultcode(body) == "Client.InvalidContentType"
+    _s, _c, body = call(consumer(sandbox), b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>")
+    assert faultcode(body).startswith("Client.")
+
+
+def test_concurrent_calls(sandbox: dict) -> None:
+    url = consumer(sandbox)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: call(url, envelope(text=f"m{i}", qid=f"q{i}")), range(48)))
+    for i, (status, _ctype, body) in enumerate(results):
+        assert status == 200
+        assert etree.fromstring(body).find(".//x:id", NS).text == f"q{i}"
+
+
+def test_metrics_count_relayed_messages(sandbox: dict) -> None:
+    call(consumer(sandbox), envelope())
+    for name in ("gw-consumer", "gw-provider"):
+        metrics = next(g["metrics"] for g in sandbox["gateways"] if g["name"] == name)
+        text = urllib.request.urlopen(metrics, timeout=10).read().decode()
+        side = "client" if name == "gw-consumer" else "server"
+        assert f'vdxp_relay_requests_total{{result="ok",side="{side}"}}' in text
+
+
+def test_sandbox_files(sandbox: dict) -> None:
+    assert Path(sandbox["central"]["anchor"]).is_file()
