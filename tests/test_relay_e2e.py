@@ -131,3 +131,44 @@ def test_metrics_count_relayed_messages(sandbox: dict) -> None:
 
 def test_sandbox_files(sandbox: dict) -> None:
     assert Path(sandbox["central"]["anchor"]).is_file()
+
+
+def rest(sb: dict, path: str, *, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    base = consumer(sb) + "r1/VN-TEST/GOV/000.00.00.G22/example/" + path
+    h = {"X-Road-Client": "VN-TEST/GOV/000.00.00.H41/edoc", **(headers or {})}
+    req = urllib.request.Request(base, data=body, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_rest_get_and_post_are_relayed(sandbox: dict) -> None:
+    status, headers, body = rest(sandbox, "items/7?x=1")
+    assert status == 200, body
+    assert json.loads(body)["id"] == 7
+    assert headers["X-Road-Client"] == "VN-TEST/GOV/000.00.00.H41/edoc"
+    assert headers["X-Road-Service"] == "VN-TEST/GOV/000.00.00.G22/example/items"
+    assert headers["X-Road-Id"].startswith("VN-TEST-") and headers["X-Road-Request-Hash"]
+    payload = json.dumps({"tên": "văn bản", "n": list(range(1000))}).encode()
+    status, headers, body = rest(sandbox, "items", method="POST", body=payload,
+                                 headers={"Content-Type": "application/json"})
+    assert status in (200, 201) and payload in body
+
+
+def test_rest_errors_are_xroad_error_bodies(sandbox: dict) -> None:
+    status, headers, body = rest(sandbox, "../nosuch")
+    assert status in (400, 500) and headers.get("X-Road-Error")
+    status, headers, body = rest(sandbox.copy(), "items", headers={"X-Road-Client": ""})
+    assert status == 400 and json.loads(body)["type"].startswith("Client.")
+    base = consumer(sandbox) + "r1/VN-TEST/GOV/000.00.00.G22/example/nosuchservice"
+    req = urllib.request.Request(base, headers={"X-Road-Client": "VN-TEST/GOV/000.00.00.H41/edoc",
+                                                "Accept": "application/xml"})
+    try:
+        urllib.request.urlopen(req, timeout=60)
+        raise AssertionError("expected an error")
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        assert e.code == 500 and "<type>Server.ServerProxy.UnknownService</type>" in text
+        assert e.headers["X-Road-Error"] == "Server.ServerProxy.UnknownService"

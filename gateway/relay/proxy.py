@@ -172,7 +172,7 @@ class _Base(Resource):
     def _own_ocsp(self) -> Any:
         return self._services.get("ownocsp")
 
-    def _fail(self, request: Request, exc: BaseException, started: float) -> None:
+    def _fail(self, request: Request, exc: BaseException, started: float, rest: bool = False) -> None:
         fault = _as_fault(exc, self.prefix)
         if not isinstance(exc, VdxpError):
             from twisted.python.failure import Failure
@@ -185,6 +185,17 @@ class _Base(Resource):
                       faultcode=fault.faultcode(self.dialect), detail=fault.detail, faultstring=fault.faultstring)
         if request.finished or getattr(request, "_disconnected", False):
             return
+        if rest:
+            accept = [v.decode("latin-1") for v in request.requestHeaders.getRawHeaders(b"accept", [])]
+            error = fault.to_rest(accept, self.dialect)
+            request.setResponseCode(error.status)
+            request.setHeader(b"content-type", error.content_type.encode())  # type: ignore[no-untyped-call]
+            for name, value in error.headers.items():
+                request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-length", str(len(error.body)).encode())  # type: ignore[no-untyped-call]
+            request.write(error.body)
+            request.finish()
+            return
         body = fault.to_soap(self.dialect)
         request.setResponseCode(faults.SOAP_FAULT_HTTP_STATUS)
         request.setHeader(b"content-type", faults.SOAP_FAULT_CONTENT_TYPE.encode())  # type: ignore[no-untyped-call]
@@ -196,11 +207,40 @@ class _Base(Resource):
         self.metrics.requests.labels(side=self.side, result="ok").inc()
         self.metrics.seconds.labels(side=self.side).observe(time.monotonic() - started)
 
-    def _run(self, request: Request, coro: Any) -> int:
+    def _run(self, request: Request, coro: Any, rest: bool = False) -> int:
         started = time.monotonic()
         d = Deferred.fromCoroutine(coro)
-        d.addCallbacks(lambda _: self._ok(started), lambda f: self._fail(request, f.value, started))
+        d.addCallbacks(lambda _: self._ok(started), lambda f: self._fail(request, f.value, started, rest))
         return NOT_DONE_YET
+
+
+def _is_rest(request: Request) -> bool:
+    return bool(request.path and request.path.startswith(b"/r1/"))
+
+
+def _request_headers(request: Request) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1"))
+            for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+
+
+def _split_uri(request: Request) -> tuple[str, str | None]:
+    uri = request.uri.decode("latin-1")
+    path, q, query = uri.partition("?")
+    return path, (query if q else None)
+
+
+def _has_body(f: IO[bytes] | None) -> bool:
+    if f is None:
+        return False
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    return size > 0
+
+
+# Response headers a relay does not pass on (hop-by-hop and framing).
+_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                  "transfer-encoding", "upgrade", "content-length", "server", "date"})
 
 
 def _header(request: Request, name: str) -> str | None:
@@ -283,10 +323,11 @@ class ClientProxy(_Base):
         super().__init__(*args, **kwargs)
         self.secure = secure
 
-    def render_POST(self, request: Request) -> int:
-        return self._run(request, self._handle(request))
-
-    def render_GET(self, request: Request) -> int:
+    def render(self, request: Request) -> int:
+        if _is_rest(request):
+            return self._run(request, self._handle_rest(request), rest=True)
+        if request.method == b"POST":
+            return self._run(request, self._handle(request))
         return self._run(request, self._method_not_allowed(request))
 
     async def _method_not_allowed(self, request: Request) -> None:
@@ -408,6 +449,82 @@ class ClientProxy(_Base):
         out.close()
         request.finish()
 
+    async def _handle_rest(self, request: Request) -> None:
+        from protocols.xroad import rest as p_rest
+
+        shared = self._conf()
+        path, query = _split_uri(request)
+        try:
+            rest_req = p_rest.client_request(request.method.decode("ascii", "replace"), path, query,
+                                             _request_headers(request), x_request_id=secrets.token_hex(16),
+                                             instance=shared.instance)
+        except XRoadFault as exc:
+            raise exc if exc.prefix else exc.with_prefix(*CLIENT) from None
+        client = rest_req.client
+        assert client is not None
+        self._authenticate_is(request, client)
+        provider = rest_req.service.provider
+        target = str(rest_req.security_server) if rest_req.security_server else None
+        server = await self.peers.choose(provider_servers(shared, _conf_id(provider), target))
+        signer = await self._signer(str(client.member))
+        encoder = transport.TransportEncoder(transport.Direction.REQUEST)
+        body = _spool()
+        own = self._own_ocsp()
+        auth_cert = _load_cert(self.config.relay.tls.cert)
+        if own is not None and auth_cert is not None:
+            for der in own.responses_for(auth_cert):
+                body.write(encoder.ocsp_response(der))
+        body.write(encoder.rest_request(rest_req))
+        if _has_body(request.content):
+            assert request.content is not None
+            body.write(encoder.body_start())
+            for chunk in _chunks(request.content):
+                body.write(encoder.body_data(chunk))
+            body.write(encoder.body_end())
+        request_body_digest = encoder.body_digest
+        signed = await signer.sign(encoder.parts_to_sign())
+        body.write(encoder.signature(signed))
+        headers = encoder.http_headers(request_id=rest_req.x_request_id, proxy_version=PROXY_VERSION).items()
+
+        def make_decoder(h: transport.TransportHeaders) -> Any:
+            return transport.TransportDecoder(h.content_type, transport.Direction.RESPONSE, h.hash_algorithm,
+                                              rest=True)
+
+        events = await _send(self.peers.http, self.peers.server_url(server), headers, body,
+                             self.config.relay.service_timeout_seconds, self._reactor, make_decoder, SERVER_CLIENTPROXY)
+        body.close()
+        response: Any = None
+        out = _spool()
+        end: Any = None
+        for ev in events:
+            if isinstance(ev, transport.RestResponsePart):
+                response = ev.response
+            elif isinstance(ev, transport.BodyData):
+                out.write(ev.data)
+            elif isinstance(ev, transport.MessageEnd):
+                end = ev
+        try:
+            if end is None or end.fault is not None:
+                raise end.fault if end is not None else XRoadFault("MissingRest", "no REST response",
+                                                                  prefix=SERVER_CLIENTPROXY)
+            assert response is not None and end.signature is not None
+            self._verify(end, response, [], str(provider.member), shared)
+            try:
+                p_rest.check_response(rest_req, response, request_body_digest)
+            except XRoadFault as exc:
+                raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
+            request.setResponseCode(response.status, response.reason.encode("latin-1", "replace"))
+            for name, value in response.headers:
+                if name.lower() not in _HOP:
+                    request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+            out.seek(0, 2)
+            request.setHeader(b"content-length", str(out.tell()).encode())  # type: ignore[no-untyped-call]
+            for chunk in _chunks(out):
+                request.write(chunk)
+            request.finish()
+        finally:
+            out.close()
+
 
 class _SpooledView:
     def __init__(self, a: dict[str, Any]) -> None:
@@ -513,6 +630,9 @@ class ServerProxy(_Base):
         for chunk in _chunks(request.content):
             events.extend(decoder.feed(chunk))
         events.extend(decoder.close())
+        if th.is_rest:
+            await self._serve_rest(request, shared, peer_der, events)
+            return
         message, attachments, end, ocsp_parts = _collect(events)
         try:
             await self._serve(request, shared, peer_der, th, message, attachments, end, ocsp_parts)
@@ -591,6 +711,101 @@ class ServerProxy(_Base):
         body.close()
         request.finish()
 
+    async def _serve_rest(self, request: Request, shared: Any, peer_der: bytes, events: list[Any]) -> None:
+        import treq
+
+        from protocols.xroad import rest as p_rest
+
+        rest_req: Any = None
+        body_in = _spool()
+        has_body = False
+        end: Any = None
+        ocsp_parts: list[bytes] = []
+        for ev in events:
+            if isinstance(ev, transport.RestRequestPart):
+                rest_req = ev.request
+            elif isinstance(ev, transport.OcspResponsePart):
+                ocsp_parts.append(ev.der)
+            elif isinstance(ev, transport.BodyStart):
+                has_body = True
+            elif isinstance(ev, transport.BodyData):
+                body_in.write(ev.data)
+            elif isinstance(ev, transport.MessageEnd):
+                end = ev
+        try:
+            if rest_req is None or end is None:
+                raise XRoadFault("MissingRest", "Request does not contain a REST message", prefix=self.prefix)
+            client, service = rest_req.client, rest_req.service
+            provider = service.provider
+            local = self.config.client(str(provider))
+            if local is None:
+                raise XRoadFault("UnknownMember", f"Client '{provider}' not found", prefix=self.prefix)
+            self._check_peer(shared, peer_der, client, ocsp_parts)
+
+            def in_group(caller: str, instance: str, code: str) -> bool:
+                return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
+
+            svc = check_access(local, service.service_code, str(client), in_group, rest=True,
+                               method=rest_req.verb, path=rest_req.service_path or "/")
+            parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
+            try:
+                sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared,
+                                           at=self._now(), parts=parts, hash_chain_result=end.hash_chain_result,
+                                           hash_chain=end.hash_chain)
+            except VdxpError as exc:
+                raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message,
+                                 prefix=self.prefix) from None
+            request_body_digest = dict(end.digests).get("/attachment1") if has_body else None
+            url = svc.url.rstrip("/") + (rest_req.service_path or "")
+            if rest_req.query is not None:
+                url += "?" + rest_req.query
+            headers = {k: [v] for k, v in rest_req.headers if k.lower() not in _HOP and k.lower() != "host"}
+            http = self._service_http()
+            timeout = svc.timeout_seconds or self.config.relay.service_timeout_seconds
+            d: Deferred[Any] = Deferred.fromCoroutine(_service_request(
+                http, rest_req.verb, url, headers, body_in if has_body else None))
+
+            def timed_out(_r: object, seconds: float) -> Any:
+                raise XRoadFault(("ServiceFailed", "NetworkError"),
+                                 f"service {url} did not answer within {seconds:g} s", prefix=self.prefix)
+
+            d.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out)
+            svc_response = await d
+            answer = _spool()
+            def keep(chunk: bytes) -> None:
+                answer.write(chunk)
+
+            collected: Deferred[Any] = treq.collect(svc_response, keep)
+            collected.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out)
+            await collected
+            resp_headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                            for k, vs in svc_response.headers.getAllRawHeaders() for v in vs]
+            reason = (svc_response.phrase or b"").decode("latin-1") or "OK"
+            rest_resp = p_rest.build_response(
+                rest_req, svc_response.code, reason, resp_headers,
+                request_hash=p_rest.compute_request_hash(rest_req, request_body_digest),
+                x_request_id=rest_req.x_request_id or "")
+            signer = await self._signer(str(provider.member))
+            encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
+            out = _spool()
+            out.write(encoder.rest_response(rest_resp))
+            if _has_body(answer):
+                out.write(encoder.body_start())
+                for chunk in _chunks(answer):
+                    out.write(encoder.body_data(chunk))
+                out.write(encoder.body_end())
+            answer.close()
+            signed = await signer.sign(encoder.parts_to_sign())
+            out.write(encoder.signature(signed))
+            for name, value in encoder.http_headers().items():
+                request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+            for chunk in _chunks(out):
+                request.write(chunk)
+            out.close()
+            request.finish()
+        finally:
+            body_in.close()
+
     async def _call_service(self, url: str, headers: list[tuple[str, str]], body: IO[bytes],
                             timeout: float) -> IncomingSoap:
         import treq
@@ -641,6 +856,15 @@ async def _service_post(http: Any, url: str, headers: list[tuple[str, str]], bod
     except Exception as exc:
         code = "UnknownHost" if "DNS" in type(exc).__name__ else "NetworkError"
         raise XRoadFault(("ServiceFailed", code), f"cannot reach service {url}: {exc}",
+                         prefix=SERVER_SERVERPROXY) from exc
+
+
+async def _service_request(http: Any, method: str, url: str, headers: dict[str, list[str]],
+                           body: IO[bytes] | None) -> Any:
+    try:
+        return await http.request(method, url, data=_producer(body) if body is not None else None, headers=headers)
+    except Exception as exc:
+        raise XRoadFault(("ServiceFailed", "NetworkError"), f"cannot reach service {url}: {exc}",
                          prefix=SERVER_SERVERPROXY) from exc
 
 
