@@ -249,12 +249,11 @@ def _header(request: Request, name: str) -> str | None:
 
 
 async def _send(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes], timeout: float,
-                clock: Any, decoder: Any, prefix: tuple[str, ...]) -> list[Any]:
-    """POST ``body`` and feed the response body into ``decoder``; returns its events."""
+                clock: Any, decoder: Any, prefix: tuple[str, ...], sink: Collected) -> None:
+    """POST ``body`` and feed the response body, as it arrives, into ``decoder`` and its events into ``sink``."""
     import treq
 
     body.seek(0)
-    events: list[Any] = []
     d: Deferred[Any] = Deferred.fromCoroutine(_post(http, url, headers, body))
 
     def timed_out(_r: object, seconds: float) -> Any:
@@ -284,13 +283,14 @@ async def _send(http: Any, url: str, headers: list[tuple[str, str]], body: IO[by
         return decoder_box[0]
 
     def collect(chunk: bytes) -> None:
-        events.extend(content_type_known().feed(chunk))
+        for ev in content_type_known().feed(chunk):
+            sink.add(ev)
 
     collected: Deferred[Any] = treq.collect(response, collect)
     collected.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
     await collected
-    events.extend(content_type_known().close())
-    return events
+    for ev in content_type_known().close():
+        sink.add(ev)
 
 
 def _producer(body: IO[bytes]) -> Any:
@@ -404,12 +404,17 @@ class ClientProxy(_Base):
         def make_decoder(h: transport.TransportHeaders) -> Any:
             return transport.TransportDecoder.from_headers(h, transport.Direction.RESPONSE)
 
-        events = await _send(self.peers.http, self.peers.server_url(server), headers, body,
-                             self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
-                             SERVER_CLIENTPROXY)
-        body.close()
-        response, attachments, end, _ocsp = _collect(events)
+        got = Collected()
         try:
+            await _send(self.peers.http, self.peers.server_url(server), headers, body,
+                        self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
+                        SERVER_CLIENTPROXY, got)
+        finally:
+            body.close()
+        response, attachments, end = got.message, got.attachments, got.end
+        try:
+            if end is None:
+                raise XRoadFault("MissingSignature", "incomplete response", prefix=SERVER_CLIENTPROXY)
             if end.fault is not None:
                 raise end.fault
             assert response is not None and end.signature is not None
@@ -420,8 +425,7 @@ class ClientProxy(_Base):
                 raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
             self._answer(request, response, attachments)
         finally:
-            for a in attachments:
-                a["file"].close()
+            got.close()
 
     def _verify(self, end: Any, response: Any, attachments: list[dict[str, Any]], signer: str, shared: Any) -> None:
         parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
@@ -490,19 +494,16 @@ class ClientProxy(_Base):
             return transport.TransportDecoder(h.content_type, transport.Direction.RESPONSE, h.hash_algorithm,
                                               rest=True)
 
-        events = await _send(self.peers.http, self.peers.server_url(server), headers, body,
-                             self.config.relay.service_timeout_seconds, self._reactor, make_decoder, SERVER_CLIENTPROXY)
-        body.close()
-        response: Any = None
-        out = _spool()
-        end: Any = None
-        for ev in events:
-            if isinstance(ev, transport.RestResponsePart):
-                response = ev.response
-            elif isinstance(ev, transport.BodyData):
-                out.write(ev.data)
-            elif isinstance(ev, transport.MessageEnd):
-                end = ev
+        got = Collected()
+        try:
+            await _send(self.peers.http, self.peers.server_url(server), headers, body,
+                        self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
+                        SERVER_CLIENTPROXY, got)
+        finally:
+            body.close()
+        response = got.message.response if got.message is not None else None
+        out = got.body if got.body is not None else _spool()
+        end = got.end
         try:
             if end is None or end.fault is not None:
                 raise end.fault if end is not None else XRoadFault("MissingRest", "no REST response",
@@ -524,6 +525,7 @@ class ClientProxy(_Base):
             request.finish()
         finally:
             out.close()
+            got.close()
 
 
 class _SpooledView:
@@ -536,27 +538,39 @@ class _SpooledView:
         return _chunks(self._file)
 
 
-def _collect(events: list[Any]) -> tuple[Any, list[dict[str, Any]], Any, list[bytes]]:
-    """The message part, attachments (spooled), the end and the OCSP parts of a decoded transport message."""
-    message: Any = None
-    attachments: list[dict[str, Any]] = []
-    end: Any = None
-    ocsp_parts: list[bytes] = []
-    current: dict[str, Any] | None = None
-    for ev in events:
-        if isinstance(ev, transport.SoapPart):
-            message = ev
+class Collected:
+    """A decoded transport message, taken in event by event: bodies and attachments go straight
+    to spool files (memory up to 1 MiB each, then disk), so nothing large is held in memory."""
+
+    def __init__(self) -> None:
+        self.message: Any = None  # SoapPart, RestRequestPart or RestResponsePart
+        self.ocsp: list[bytes] = []
+        self.attachments: list[dict[str, Any]] = []
+        self.body: IO[bytes] | None = None
+        self.end: Any = None
+
+    def add(self, ev: Any) -> None:
+        if isinstance(ev, transport.SoapPart | transport.RestRequestPart | transport.RestResponsePart):
+            self.message = ev
         elif isinstance(ev, transport.OcspResponsePart):
-            ocsp_parts.append(ev.der)
+            self.ocsp.append(ev.der)
         elif isinstance(ev, transport.AttachmentStart):
-            current = {"headers": ev.headers, "content_type": ev.content_type, "file": _spool()}
-            attachments.append(current)
+            self.attachments.append({"headers": ev.headers, "content_type": ev.content_type, "file": _spool()})
         elif isinstance(ev, transport.AttachmentData):
-            assert current is not None
-            current["file"].write(ev.data)
+            self.attachments[-1]["file"].write(ev.data)
+        elif isinstance(ev, transport.BodyStart):
+            self.body = _spool()
+        elif isinstance(ev, transport.BodyData):
+            assert self.body is not None
+            self.body.write(ev.data)
         elif isinstance(ev, transport.MessageEnd):
-            end = ev
-    return message, attachments, end, ocsp_parts
+            self.end = ev
+
+    def close(self) -> None:
+        for a in self.attachments:
+            a["file"].close()
+        if self.body is not None:
+            self.body.close()
 
 
 def _load_cert(path: Any) -> x509.Certificate | None:
@@ -626,19 +640,19 @@ class ServerProxy(_Base):
         th = transport.TransportHeaders.from_items(headers_in)
         decoder = transport.TransportDecoder.from_headers(th, transport.Direction.REQUEST)
         assert request.content is not None
-        events: list[Any] = []
-        for chunk in _chunks(request.content):
-            events.extend(decoder.feed(chunk))
-        events.extend(decoder.close())
-        if th.is_rest:
-            await self._serve_rest(request, shared, peer_der, events)
-            return
-        message, attachments, end, ocsp_parts = _collect(events)
+        got = Collected()
         try:
-            await self._serve(request, shared, peer_der, th, message, attachments, end, ocsp_parts)
+            for chunk in _chunks(request.content):
+                for ev in decoder.feed(chunk):
+                    got.add(ev)
+            for ev in decoder.close():
+                got.add(ev)
+            if th.is_rest:
+                await self._serve_rest(request, shared, peer_der, got)
+            else:
+                await self._serve(request, shared, peer_der, th, got.message, got.attachments, got.end, got.ocsp)
         finally:
-            for a in attachments:
-                a["file"].close()
+            got.close()
 
     async def _serve(self, request: Request, shared: Any, peer_der: bytes, th: Any, message: Any,
                      attachments: list[dict[str, Any]], end: Any, ocsp_parts: list[bytes]) -> None:
@@ -711,27 +725,16 @@ class ServerProxy(_Base):
         body.close()
         request.finish()
 
-    async def _serve_rest(self, request: Request, shared: Any, peer_der: bytes, events: list[Any]) -> None:
+    async def _serve_rest(self, request: Request, shared: Any, peer_der: bytes, got: Collected) -> None:
         import treq
 
         from protocols.xroad import rest as p_rest
 
-        rest_req: Any = None
-        body_in = _spool()
-        has_body = False
-        end: Any = None
-        ocsp_parts: list[bytes] = []
-        for ev in events:
-            if isinstance(ev, transport.RestRequestPart):
-                rest_req = ev.request
-            elif isinstance(ev, transport.OcspResponsePart):
-                ocsp_parts.append(ev.der)
-            elif isinstance(ev, transport.BodyStart):
-                has_body = True
-            elif isinstance(ev, transport.BodyData):
-                body_in.write(ev.data)
-            elif isinstance(ev, transport.MessageEnd):
-                end = ev
+        rest_req = got.message.request if got.message is not None else None
+        has_body = got.body is not None
+        body_in = got.body if got.body is not None else _spool()
+        end = got.end
+        ocsp_parts = got.ocsp
         try:
             if rest_req is None or end is None:
                 raise XRoadFault("MissingRest", "Request does not contain a REST message", prefix=self.prefix)
