@@ -214,6 +214,21 @@ class _Base(Resource):
         return NOT_DONE_YET
 
 
+async def _stream(request: Request, f: IO[bytes]) -> None:
+    """Send ``f`` as the response body with back-pressure (the transport is never handed more than
+    it can take), then finish the response and close ``f``."""
+    from twisted.protocols.basic import FileSender
+
+    f.seek(0, 2)
+    request.setHeader(b"content-length", str(f.tell()).encode())  # type: ignore[no-untyped-call]
+    f.seek(0)
+    try:
+        await FileSender().beginFileTransfer(f, request)
+        request.finish()
+    finally:
+        f.close()
+
+
 def _is_rest(request: Request) -> bool:
     return bool(request.path and request.path.startswith(b"/r1/"))
 
@@ -423,7 +438,7 @@ class ClientProxy(_Base):
                 soap.check_response(message, response.message)
             except XRoadFault as exc:
                 raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
-            self._answer(request, response, attachments)
+            await self._answer(request, response, attachments)
         finally:
             got.close()
 
@@ -437,7 +452,7 @@ class ClientProxy(_Base):
             code = exc.xroad_code or "InvalidSignatureValue"
             raise XRoadFault(code, exc.message, prefix=SERVER_CLIENTPROXY) from None
 
-    def _answer(self, request: Request, response: Any, attachments: list[dict[str, Any]]) -> None:
+    async def _answer(self, request: Request, response: Any, attachments: list[dict[str, Any]]) -> None:
         raw = response.message.raw
         if not attachments:
             request.setHeader(b"content-type", response.content_type.encode())  # type: ignore[no-untyped-call]
@@ -448,10 +463,7 @@ class ClientProxy(_Base):
         atts = [_SpooledView(a) for a in attachments]
         ctype, out = _soap_multipart(raw, response.content_type, atts)
         request.setHeader(b"content-type", ctype.encode())  # type: ignore[no-untyped-call]
-        for chunk in _chunks(out):
-            request.write(chunk)
-        out.close()
-        request.finish()
+        await _stream(request, out)
 
     async def _handle_rest(self, request: Request) -> None:
         from protocols.xroad import rest as p_rest
@@ -518,11 +530,7 @@ class ClientProxy(_Base):
             for name, value in response.headers:
                 if name.lower() not in _HOP:
                     request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
-            out.seek(0, 2)
-            request.setHeader(b"content-length", str(out.tell()).encode())  # type: ignore[no-untyped-call]
-            for chunk in _chunks(out):
-                request.write(chunk)
-            request.finish()
+            await _stream(request, out)
         finally:
             out.close()
             got.close()
@@ -720,10 +728,7 @@ class ServerProxy(_Base):
             svc_response.close()
         for name, value in encoder.http_headers(original_content_type="text/xml; charset=UTF-8").items():
             request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
-        for chunk in _chunks(body):
-            request.write(chunk)
-        body.close()
-        request.finish()
+        await _stream(request, body)
 
     async def _serve_rest(self, request: Request, shared: Any, peer_der: bytes, got: Collected) -> None:
         import treq
@@ -802,10 +807,7 @@ class ServerProxy(_Base):
             out.write(encoder.signature(signed))
             for name, value in encoder.http_headers().items():
                 request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
-            for chunk in _chunks(out):
-                request.write(chunk)
-            out.close()
-            request.finish()
+            await _stream(request, out)
         finally:
             body_in.close()
 
