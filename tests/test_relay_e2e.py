@@ -172,3 +172,24 @@ def test_rest_errors_are_xroad_error_bodies(sandbox: dict) -> None:
         text = e.read().decode()
         assert e.code == 500 and "<type>Server.ServerProxy.UnknownService</type>" in text
         assert e.headers["X-Road-Error"] == "Server.ServerProxy.UnknownService"
+
+
+def test_metaservices(sandbox: dict) -> None:
+    base = consumer(sandbox)
+    with urllib.request.urlopen(urllib.request.Request(base + "listClients",
+                                                       headers={"Accept": "application/json"}), timeout=30) as r:
+        listed = json.loads(r.read())
+    codes = {(m["id"]["member_code"], m["id"].get("subsystem_code")) for m in listed["member"]}
+    assert ("000.00.00.G22", "example") in codes and ("000.00.00.H41", "edoc") in codes
+    with urllib.request.urlopen(base + "listClients", timeout=30) as r:
+        assert b"clientList" in r.read()
+    status, _ct, body = call(base, envelope(service="listMethods"))
+    assert status == 200, body
+    listed_soap = {e.text for e in etree.fromstring(body).iter("{http://x-road.eu/xsd/identifiers}serviceCode")}
+    assert "echo" in listed_soap and "items" not in listed_soap  # REST services are not SOAP methods
+    status, _ct, body = call(base, envelope(service="allowedMethods"))
+    assert "echo" in {e.text for e in etree.fromstring(body).iter("{http://x-road.eu/xsd/identifiers}serviceCode")}
+    status, _h, body = rest(sandbox, "listMethods")
+    assert status == 200 and [s["service_code"] for s in json.loads(body)["service"]] == ["items"]
+    status, _ct, body = call(base, envelope(service="getWsdl"))
+    assert faultcode(body) == "Server.ServerProxy.UnknownService"

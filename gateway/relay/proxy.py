@@ -38,6 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from gateway.config import GatewayConfig
 from gateway.ownocsp import issuer_in_conf
 from gateway.ownocsp import sha1_hex as _sha1_hex
+from gateway.relay import metaservices
 from gateway.relay.access import check_access
 from gateway.relay.intake import IncomingSoap, read_soap
 from gateway.relay.peers import Peers, provider_servers
@@ -46,7 +47,7 @@ from protocols import ocsp as p_ocsp
 from protocols import sigverify
 from protocols.errors import VdxpError
 from protocols.gconf.params import ClientId as ConfClientId
-from protocols.xroad import faults, soap, transport
+from protocols.xroad import faults, meta, soap, transport
 from protocols.xroad.faults import CLIENT, SERVER_CLIENTPROXY, SERVER_SERVERPROXY, Dialect, XRoadFault
 
 PROXY_VERSION = "vdxp-gateway/0.1"
@@ -337,8 +338,17 @@ class ClientProxy(_Base):
     def __init__(self, *args: Any, secure: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.secure = secure
+        self._list_clients = metaservices.ListClientsResource(self._installed, self._now, dialect=self.dialect)
+
+    def _installed(self) -> Any:
+        try:
+            return self._services["globalconf"].check_valid()
+        except KeyError:
+            raise VdxpError("global configuration is not enabled on this gateway", code="gconf.outdated") from None
 
     def render(self, request: Request) -> int:
+        if metaservices.is_list_clients_request(request.method, request.path or b""):
+            return self._list_clients.render(request)  # type: ignore[no-any-return]
         if _is_rest(request):
             return self._run(request, self._handle_rest(request), rest=True)
         if request.method == b"POST":
@@ -677,7 +687,13 @@ class ServerProxy(_Base):
         def in_group(caller: str, instance: str, code: str) -> bool:
             return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
 
-        svc = check_access(local, service.service_code, str(client), in_group)
+        metaservice = meta.is_metaservice(service.service_code)
+        if metaservice:
+            # X-Road checks no access rights for listMethods/allowedMethods; others are not served.
+            if service.service_code not in meta.METHOD_LIST_CODES:
+                raise meta.unavailable_metaservice_fault(service)
+        else:
+            svc = check_access(local, service.service_code, str(client), in_group)
         parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
         try:
             sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared, at=self._now(),
@@ -686,6 +702,10 @@ class ServerProxy(_Base):
         except VdxpError as exc:
             raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message, prefix=self.prefix) from None
 
+        if metaservice:
+            await self._send_soap_answer(request, str(provider.member),
+                                         metaservices.soap_metaservice_response(local, msg, in_group), None)
+            return
         # Forward to the service.
         original_type = th.original_content_type or message.content_type
         if attachments:
@@ -711,21 +731,26 @@ class ServerProxy(_Base):
                                  prefix=self.prefix) from None
             answer_raw = soap.set_request_hash(resp_msg.raw, msg)
         try:
-            signer = await self._signer(str(provider.member))
-            encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
-            body = _spool()
-            body.write(encoder.soap(answer_raw, "text/xml; charset=UTF-8"))
-            for att in svc_response.attachments:
-                body.write(encoder.attachment_start(att.content_type,
-                                                    [(k, v) for k, v in att.headers.items
-                                                     if k.lower() != "content-type"]))
-                for chunk in att.chunks():
-                    body.write(encoder.attachment_data(chunk))
-                body.write(encoder.attachment_end())
-            signed = await signer.sign(encoder.parts_to_sign())
-            body.write(encoder.signature(signed))
+            await self._send_soap_answer(request, str(provider.member), answer_raw, svc_response)
         finally:
             svc_response.close()
+
+    async def _send_soap_answer(self, request: Request, member: str, answer_raw: bytes,
+                                service_answer: IncomingSoap | None) -> None:
+        """Sign the answer (and its attachments) with ``member``'s key and stream it back."""
+        signer = await self._signer(member)
+        encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
+        body = _spool()
+        body.write(encoder.soap(answer_raw, "text/xml; charset=UTF-8"))
+        for att in service_answer.attachments if service_answer is not None else ():
+            body.write(encoder.attachment_start(att.content_type,
+                                                [(k, v) for k, v in att.headers.items
+                                                 if k.lower() != "content-type"]))
+            for chunk in att.chunks():
+                body.write(encoder.attachment_data(chunk))
+            body.write(encoder.attachment_end())
+        signed = await signer.sign(encoder.parts_to_sign())
+        body.write(encoder.signature(signed))
         for name, value in encoder.http_headers(original_content_type="text/xml; charset=UTF-8").items():
             request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
         await _stream(request, body)
@@ -733,7 +758,6 @@ class ServerProxy(_Base):
     async def _serve_rest(self, request: Request, shared: Any, peer_der: bytes, got: Collected) -> None:
         import treq
 
-        from protocols.xroad import rest as p_rest
 
         rest_req = got.message.request if got.message is not None else None
         has_body = got.body is not None
@@ -753,8 +777,13 @@ class ServerProxy(_Base):
             def in_group(caller: str, instance: str, code: str) -> bool:
                 return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
 
-            svc = check_access(local, service.service_code, str(client), in_group, rest=True,
-                               method=rest_req.verb, path=rest_req.service_path or "/")
+            metaservice = meta.is_metaservice(service.service_code)
+            if metaservice:
+                if rest_req.verb != "GET" or service.service_code not in meta.METHOD_LIST_CODES:
+                    raise meta.unavailable_metaservice_fault(service)
+            else:
+                svc = check_access(local, service.service_code, str(client), in_group, rest=True,
+                                   method=rest_req.verb, path=rest_req.service_path or "/")
             parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
             try:
                 sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared,
@@ -764,6 +793,14 @@ class ServerProxy(_Base):
                 raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message,
                                  prefix=self.prefix) from None
             request_body_digest = dict(end.digests).get("/attachment1") if has_body else None
+            if metaservice:
+                ctype, meta_body = metaservices.rest_metaservice_body(local, service, str(client), rest_req.verb,
+                                                                      in_group)
+                answer_file = _spool()
+                answer_file.write(meta_body)
+                await self._send_rest_answer(request, rest_req, str(provider.member), 200, "OK",
+                                             [("Content-Type", ctype)], answer_file, request_body_digest)
+                return
             url = svc.url.rstrip("/") + (rest_req.service_path or "")
             if rest_req.query is not None:
                 url += "?" + rest_req.query
@@ -789,11 +826,23 @@ class ServerProxy(_Base):
             resp_headers = [(k.decode("latin-1"), v.decode("latin-1"))
                             for k, vs in svc_response.headers.getAllRawHeaders() for v in vs]
             reason = (svc_response.phrase or b"").decode("latin-1") or "OK"
+            await self._send_rest_answer(request, rest_req, str(provider.member), svc_response.code, reason,
+                                         resp_headers, answer, request_body_digest)
+        finally:
+            body_in.close()
+
+    async def _send_rest_answer(self, request: Request, rest_req: Any, member: str, status: int, reason: str,
+                                headers: list[tuple[str, str]], answer: IO[bytes],
+                                request_body_digest: bytes | None) -> None:
+        """Sign a REST answer with ``member``'s key and stream it back (closes ``answer``)."""
+        from protocols.xroad import rest as p_rest
+
+        try:
             rest_resp = p_rest.build_response(
-                rest_req, svc_response.code, reason, resp_headers,
+                rest_req, status, reason, headers,
                 request_hash=p_rest.compute_request_hash(rest_req, request_body_digest),
                 x_request_id=rest_req.x_request_id or "")
-            signer = await self._signer(str(provider.member))
+            signer = await self._signer(member)
             encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
             out = _spool()
             out.write(encoder.rest_response(rest_resp))
@@ -802,14 +851,13 @@ class ServerProxy(_Base):
                 for chunk in _chunks(answer):
                     out.write(encoder.body_data(chunk))
                 out.write(encoder.body_end())
-            answer.close()
-            signed = await signer.sign(encoder.parts_to_sign())
-            out.write(encoder.signature(signed))
-            for name, value in encoder.http_headers().items():
-                request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
-            await _stream(request, out)
         finally:
-            body_in.close()
+            answer.close()
+        signed = await signer.sign(encoder.parts_to_sign())
+        out.write(encoder.signature(signed))
+        for name, value in encoder.http_headers().items():
+            request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+        await _stream(request, out)
 
     async def _call_service(self, url: str, headers: list[tuple[str, str]], body: IO[bytes],
                             timeout: float) -> IncomingSoap:
