@@ -66,6 +66,9 @@ class Peers:
                            connectTimeout=relay.connect_timeout_seconds)
         self.http = HTTPClient(agent)
         self._fastest: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._ocsp_ok: dict[bytes, float] = {}  # provider certificate -> good until (Unix time)
+        plain: Any = Agent(reactor, connectTimeout=relay.connect_timeout_seconds)  # type: ignore[no-untyped-call]
+        self.ocsp_http = HTTPClient(plain)
 
     def _expected(self, host: str, port: int) -> set[bytes]:
         """SHA-256 hashes of the certificates registered for the server(s) at ``host``."""
@@ -122,6 +125,71 @@ class Peers:
         chosen = await winner
         self._fastest[key] = (chosen.server_id(), now)
         return chosen
+
+    async def check_server_cert(self, server: SecurityServer, shared: Any, now: Any) -> None:
+        """X-Road's ``AuthTrustVerifier``: the provider's authentication certificate chains to an
+        approved CA and its OCSP status (fetched from the provider's port 5577, cached while fresh)
+        is good; else ``Server.ClientProxy.SslAuthenticationFailed``."""
+        import hashlib
+
+        from cryptography import x509
+
+        from gateway.ownocsp import issuer_in_conf
+        from hsm.http import HttpFetchError, fetch
+        from protocols import ocsp as p_ocsp
+        from protocols.errors import VdxpError
+        from protocols.xroad.mime import MultipartParser, PartData, PartEnd, PartStart, parse_content_type
+
+        def fail(text: str) -> XRoadFault:
+            return XRoadFault("SslAuthenticationFailed", text, prefix=SERVER_CLIENTPROXY)
+
+        der = self.policy.seen.get((server.address or "", self._relay.server_port))
+        if der is None:
+            raise fail(f"no TLS certificate seen from {server.server_id()}")
+        cached = self._ocsp_ok.get(der)
+        if cached is not None and cached > now.timestamp():
+            return
+        cert = x509.load_der_x509_certificate(der)
+        found = issuer_in_conf(cert, shared)
+        if found is None:
+            raise fail(f"the certificate of {server.server_id()} is not issued by an approved CA")
+        issuer, infos = found
+        sha1 = hashlib.sha1(der).hexdigest()  # noqa: S324 - X-Road's certificate identifier
+        url = f"http://{server.address}:{self._relay.ocsp_port}/?cert={sha1}"
+        try:
+            answer = await fetch(self.ocsp_http, self._reactor, "GET", url, timeout=self._relay.connect_timeout_seconds,
+                                 max_bytes=1 << 20)
+        except HttpFetchError as exc:
+            raise fail(f"could not get the OCSP response of {server.server_id()}: {exc}") from None
+        ct = parse_content_type(answer.content_type_raw)
+        parts: list[bytes] = []
+        if ct is not None and ct.boundary:
+            parser = MultipartParser(ct.boundary, max_parts=20)
+            current = bytearray()
+            try:
+                for ev in [*parser.feed(answer.body), *parser.close()]:
+                    if isinstance(ev, PartStart):
+                        current = bytearray()
+                    elif isinstance(ev, PartData):
+                        current.extend(ev.data)
+                    elif isinstance(ev, PartEnd):
+                        parts.append(bytes(current))
+            except VdxpError as exc:
+                raise fail(f"malformed OCSP answer from {server.server_id()}: {exc}") from None
+        freshness = float(shared.ocsp_freshness_seconds or 3600)
+        trusted = [o.cert for o in infos if o.cert is not None]
+        for part in parts:
+            try:
+                status = p_ocsp.verify_response(part, cert=cert, issuer=issuer, at=now, freshness_seconds=freshness,
+                                                trusted_responders=trusted)
+            except VdxpError:
+                continue
+            if not status.is_good:
+                raise fail(f"the certificate of {server.server_id()} is {status.status}")
+            self._ocsp_ok[der] = min(status.this_update.timestamp() + freshness,
+                                     status.next_update.timestamp() if status.next_update else float("inf"))
+            return
+        raise fail(f"no valid OCSP response for the certificate of {server.server_id()}")
 
     def registered_peer(self, der: bytes) -> bool:
         """Server side: is this client certificate registered for some security server?"""

@@ -438,6 +438,7 @@ class ClientProxy(_Base):
             body.close()
         response, attachments, end = got.message, got.attachments, got.end
         try:
+            await self.peers.check_server_cert(server, shared, self._now())
             if end is None:
                 raise XRoadFault("MissingSignature", "incomplete response", prefix=SERVER_CLIENTPROXY)
             if end.fault is not None:
@@ -527,6 +528,7 @@ class ClientProxy(_Base):
         out = got.body if got.body is not None else _spool()
         end = got.end
         try:
+            await self.peers.check_server_cert(server, shared, self._now())
             if end is None or end.fault is not None:
                 raise end.fault if end is not None else XRoadFault("MissingRest", "no REST response",
                                                                   prefix=SERVER_CLIENTPROXY)

@@ -115,6 +115,8 @@ class PeerPolicy:
         self._tls = tls
         self._expected = expected
         self._contexts: dict[tuple[str, int], SSL.Context] = {}
+        # The certificate each peer last presented (the relay checks its chain and OCSP).
+        self.seen: dict[tuple[str, int], bytes] = {}
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> _ClientCreator:
         host = hostname.decode("ascii")
@@ -122,7 +124,10 @@ class PeerPolicy:
         ctx = self._contexts.get(key)
         if ctx is None:
             def check(der: bytes, host: str = host, port: int = port) -> bool:
-                return cert_sha256(der) in self._expected(host, port)
+                if cert_sha256(der) in self._expected(host, port):
+                    self.seen[(host, port)] = der
+                    return True
+                return False
 
             ctx = self._contexts[key] = make_context(self._tls, server=False, peer_check=check)
         return _ClientCreator(ctx)
