@@ -193,3 +193,24 @@ def test_metaservices(sandbox: dict) -> None:
     assert status == 200 and [s["service_code"] for s in json.loads(body)["service"]] == ["items"]
     status, _ct, body = call(base, envelope(service="getWsdl"))
     assert faultcode(body) == "Server.ServerProxy.UnknownService"
+
+
+def test_a_real_soap_client_zeep(sandbox: dict) -> None:
+    """zeep, a SOAP toolkit an information system might use, calls through the gateways."""
+    import zeep
+    from lxml.builder import ElementMaker
+
+    xrd = ElementMaker(namespace="http://x-road.eu/xsd/xroad.xsd", nsmap={"xrd": "http://x-road.eu/xsd/xroad.xsd",
+                                                                          "id": "http://x-road.eu/xsd/identifiers"})
+    ids = ElementMaker(namespace="http://x-road.eu/xsd/identifiers")
+    object_type = "{http://x-road.eu/xsd/identifiers}objectType"
+    headers = [
+        xrd.client(ids.xRoadInstance("VN-TEST"), ids.memberClass("GOV"), ids.memberCode("000.00.00.H41"),
+                   ids.subsystemCode("edoc"), **{object_type: "SUBSYSTEM"}),
+        xrd.service(ids.xRoadInstance("VN-TEST"), ids.memberClass("GOV"), ids.memberCode("000.00.00.G22"),
+                    ids.subsystemCode("example"), ids.serviceCode("echo"), **{object_type: "SERVICE"}),
+        xrd.id("zeep-1"), xrd.protocolVersion("4.0"),
+    ]
+    client = zeep.Client(str(Path(__file__).parent / "fixtures" / "echo.wsdl"))
+    service = client.create_service("{http://example.org/}EchoBinding", consumer(sandbox))
+    assert service.echo(text="Xin chào từ zeep", _soapheaders=headers) == "Xin chào từ zeep"
