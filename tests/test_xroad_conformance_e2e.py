@@ -1,0 +1,705 @@
+"""X-Road's SOAP conformance cases (``tests/vectors/xroad/soap-messages/expectations.json``) through
+our two gateways in the sandbox: an information system POSTs to the consumer's client port, the
+consumer signs and sends over mutual TLS, the provider verifies, checks access, calls the service
+and signs the answer.  Each case must give exactly the outcome the file states (faults in X-Road
+7.7's dialect, the gateways' default).
+
+How the upstream suite maps onto the sandbox:
+
+* identifiers: ``EE/BUSINESS/consumer`` → the consumer's client ``VN-TEST/GOV/000.00.00.H41/edoc``,
+  ``EE/BUSINESS/producer[/SUB]`` → the provider's client ``VN-TEST/GOV/000.00.00.G22/example``
+  (a member client becomes the subsystem, as the sandbox registers only subsystems); every
+  ``<xroad:id>`` of the request and of the service's answer becomes the same fresh 32-hex id;
+* the service: ``tests/conformance_backend.py`` behind the provider answers what the case says
+  (file, content type, status, or a broken connection) and reports what it received;
+* the provider's configuration (its ``gateway.yaml`` from ``sandbox.json``) gets the cases'
+  services (``getState``, ``test``, ``testQuery``, ``generateMtom``) on that backend, allowed to the
+  consumer's client; the preconditions of NotAllowed, UnknownService, ServiceDisabled and
+  InvalidServiceAddress[2] are set on a service of their own (the case's service code with a
+  suffix, in the header and as the body element); the provider is restarted with it;
+* "dummy server proxy" cases: the provider is stopped and the backend answers on its address and
+  port 5500 (TLS with the provider's authentication key), unsigned;
+* ``server_proxy`` targets: POSTed over mutual TLS (the consumer's authentication key) to the
+  provider's port 5500.
+
+``NEEDS_CONFIGURATION`` lists the cases the sandbox cannot set up (and why); they are not run.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import http.client
+import ipaddress
+import json
+import random
+import re
+import secrets
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lxml import etree
+
+from gateway import sandbox as sb
+
+HERE = Path(__file__).resolve().parent
+SOAP_DIR = HERE / "vectors" / "xroad" / "soap-messages"
+EXPECT = json.loads((SOAP_DIR / "expectations.json").read_text())
+CASES: dict[str, dict[str, Any]] = {c["id"]: c for c in EXPECT["cases"]}
+GW = [sys.executable, "-m", "gateway"]
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+XROAD_NS = "http://x-road.eu/xsd/xroad.xsd"
+ID_NS = "http://x-road.eu/xsd/identifiers"
+CONSUMER_CLIENT = "VN-TEST/GOV/000.00.00.H41/edoc"
+PROVIDER_CLIENT = "VN-TEST/GOV/000.00.00.G22/example"
+DIGESTS = {"http://www.w3.org/2001/04/xmlenc#sha512": "sha512", "http://www.w3.org/2001/04/xmlenc#sha256": "sha256"}
+BIG_ATTACHMENT = 32 * 1024 * 1024  # AttachmentBig: 650 MB upstream; 32 MiB keeps the module near a minute
+CLIENT_TIMEOUT = 20.0  # seconds an information system waits for an answer here
+#: faults whose code and detail come from a fault the information system or the service sent
+RELAYED = {"SoapFaultToClientProxy", "ServiceReturnsFault", "ServiceFaultyFault"}
+
+#: case → (service code in the request, the service's code here): a precondition on a service of its own
+RENAMED = {
+    "NotAllowed": ("test", "testNotAllowed"),
+    "UnknownService": ("getState", "getStateUnknown"),
+    "ServiceDisabled": ("getState", "getStateDisabled"),
+    "InvalidServiceAddress": ("getState", "getStateBadHost"),
+    "InvalidServiceAddress2": ("test", "testBadHost"),
+}
+#: case → the provider's subsystem in the request, when it is not the sandbox's
+PROVIDER_SUBSYSTEM = {"InvalidProviderAddress3": b"noaddress"}  # a provider no security server hosts
+BAD_HOST_URL = "http://non.existing.site.com.pom/service"
+
+#: cases whose preconditions the sandbox cannot set up: what they would need
+NEEDS_CONFIGURATION = {
+    "ServerProxyMaintenanceMode": "the provider's security server in maintenance mode in global configuration "
+                                  "(the central's federation.yaml has no maintenance flag)",
+    "SigningFailsInServerProxy": "a provider whose member signing key fails to sign (a broken token/key)",
+    "SigningFailsInClientProxy": "a consumer whose member signing key fails to sign (a broken token/key)",
+    "SslSelectFastestProxy": "the provider registered on several servers/addresses in global configuration, "
+                             "only one answering",
+    "SslSelectFastestProxyNoConnections": "the provider registered on addresses none of which answers",
+    "SslClientAuth": "the consumer's client with connection https-auth and the IS certificate registered",
+    "SslClientAuthNoISCert": "the consumer's client with connection https-auth and no IS certificate",
+    "SslClientAuthWrongISCert": "the consumer's client with https-auth and another IS certificate registered",
+    "SslClientAuthExpiredISCert": "https-auth with an expired IS certificate registered and presented",
+    "SslAuthCertNotMatchesOrg": "a provider authentication certificate that does not match the provider member",
+    "SslClientCertVerificationError": "an authentication certificate that does not match the member",
+    "SslAuthTrustManagerError": "a provider authentication certificate registered for no security server",
+    "SslClientCipherSuiteSetupError": "the consumer's proxy-to-proxy TLS restricted to a suite outside X-Road's list",
+    "SslToServiceAuth": "an HTTPS service with TLS authentication and its certificate registered for the "
+                        "provider's client (no per-client service certificates in the configuration)",
+    "SslToServiceNoAuth": "an HTTPS service reached without checking its certificate (verify_tls: false is not "
+                          "used by the relay's service client)",
+    "SslToServiceNoISCerts": "an HTTPS service with TLS authentication and no certificate registered",
+    "SslToServiceWrongISCert": "an HTTPS service whose registered certificate differs from the presented one",
+}
+
+SERVER_PROXY_TARGET = sorted(k for k, c in CASES.items() if c["request"].get("target") == "server_proxy")
+DUMMY_SERVER_PROXY = sorted(k for k, c in CASES.items() if ("server_proxy" in c and k.startswith("ServerProxy"))
+                            or k in ("InvalidContentTypeFromServerProxy", "UnsignedMessageFromServerProxy"))
+NO_SERVER_PROXY = ["ProxyTests.serverProxyConnectionRefused"]
+HTTPS_CLIENT = ["SslNormalMessage"]
+CLIENT_PORT = sorted(set(CASES) - set(NEEDS_CONFIGURATION) - set(SERVER_PROXY_TARGET) - set(DUMMY_SERVER_PROXY)
+                     - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT))
+
+
+def test_every_case_is_run_or_named() -> None:
+    groups = [CLIENT_PORT, SERVER_PROXY_TARGET, DUMMY_SERVER_PROXY, NO_SERVER_PROXY, HTTPS_CLIENT,
+              sorted(NEEDS_CONFIGURATION)]
+    assert sum(len(g) for g in groups) == len(CASES) == 101
+    assert set().union(*map(set, groups)) == set(CASES)
+    assert len(DUMMY_SERVER_PROXY) == 11
+
+
+# --------------------------------------------------------------------------- the case's messages
+
+
+def _rewrite_id_block(block: bytes, *, client: bool, rename: tuple[str, str] | None,
+                      subsystem: bytes = b"example") -> bytes:
+    block = re.sub(rb"(<(?:[\w.-]+:)?xRoadInstance>)EE(</)", rb"\1VN-TEST\2", block)
+    block = re.sub(rb"(<(?:[\w.-]+:)?memberClass>)BUSINESS(</)", rb"\1GOV\2", block)
+    ours = b"000.00.00.H41" if client else b"000.00.00.G22"
+    sub = b"edoc" if client else subsystem
+    theirs = b"consumer" if client else b"producer"
+    m = re.search(rb"<((?:[\w.-]+:)?)memberCode>" + theirs + rb"</\1memberCode>", block)
+    if m is None:
+        return block
+    prefix = m.group(1)
+    block = block[:m.start()] + b"<" + prefix + b"memberCode>" + ours + b"</" + prefix + b"memberCode>" + \
+        block[m.end():]
+    if re.search(rb"<(?:[\w.-]+:)?subsystemCode>", block):
+        block = re.sub(rb"(<(?:[\w.-]+:)?subsystemCode>)[^<]*(</)", rb"\1" + sub + rb"\2", block)
+    else:
+        end = block.index(b"memberCode>", block.index(b"</" + prefix + b"memberCode>")) + len(b"memberCode>")
+        block = block[:end] + b"<" + prefix + b"subsystemCode>" + sub + b"</" + prefix + b"subsystemCode>" + \
+            block[end:]
+        if client:
+            block = block.replace(b'objectType="MEMBER"', b'objectType="SUBSYSTEM"', 1)
+    if rename is not None and not client:
+        block = re.sub(rb"(serviceCode>)" + re.escape(rename[0].encode()) + rb"(</)",
+                       rb"\1" + rename[1].encode() + rb"\2", block)
+    return block
+
+
+def adapt(data: bytes, qid: str, rename: tuple[str, str] | None = None, subsystem: bytes = b"example") -> bytes:
+    """The vector's message with the sandbox's identifiers and the case's fresh id."""
+    def blocks(match: re.Match[bytes]) -> bytes:
+        return _rewrite_id_block(match.group(0), client=match.group(2) == b"client", rename=rename,
+                                 subsystem=subsystem)
+
+    out = re.sub(rb"<((?:[\w.-]+:)?)(client|service)[\s>].*?</\1\2>", blocks, data, flags=re.S)
+    out = re.sub(rb"(<((?:[\w.-]+:)?)id>)[^<]*(</\2id>)", lambda m: m.group(1) + qid.encode() + m.group(3), out)
+    if rename is not None and rename[0] != rename[1]:
+        body = out.find(b"Body>")
+        old, new = rename[0].encode(), rename[1].encode()
+        out = out[:body] + re.sub(rb"(</?(?:[\w.-]+:)?)" + old + rb"([\s/>])", rb"\1" + new + rb"\2",
+                                  out[body:], count=2)
+    return out
+
+
+@dataclass
+class Case:
+    id: str
+    qid: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return CASES[self.id]
+
+    def request(self) -> tuple[bytes, str | None]:
+        req = self.spec["request"]
+        if self.id == "AttachmentBig":
+            soap = adapt((SOAP_DIR / "getstate.query").read_bytes(), self.qid)
+            return soap, "multipart/related; charset=UTF-8; boundary=bigboundary"
+        if req["file"] is None:
+            return b"", req["content_type"]
+        data = adapt((SOAP_DIR / req["file"]).read_bytes(), self.qid, RENAMED.get(self.id),
+                     PROVIDER_SUBSYSTEM.get(self.id, b"example"))
+        return (b"\xef\xbb\xbf" + data if req.get("utf8_bom") else data), req["content_type"]
+
+    def service_answer(self) -> dict[str, Any]:
+        """What the backend is told to answer."""
+        svc = self.spec.get("service", {})
+        behaviour = svc.get("behaviour", "")
+        if behaviour.startswith("HTTP 502"):
+            return {"status": 502, "content_type": "text/html", "action": "reply",
+                    "body": base64.b64encode(b"<html><body><h1>502 Bad Gateway</h1></body></html>").decode()}
+        if behaviour.startswith("sets Content-Length 1000"):
+            return {"status": 200, "content_type": None, "action": "truncated", "body": ""}
+        if "response_file" not in svc:
+            return {"status": 200, "content_type": "text/xml; charset=UTF-8", "action": "reply", "body": ""}
+        data = adapt((SOAP_DIR / svc["response_file"]).read_bytes(), self.qid)
+        if svc.get("utf8_bom"):
+            data = b"\xef\xbb\xbf" + data
+        return {"status": svc.get("http_status", 200), "content_type": svc["content_type"], "action": "reply",
+                "body": base64.b64encode(data).decode()}
+
+    def dummy_server_proxy_answer(self) -> dict[str, Any]:
+        """The dummy server proxy's behaviour, from the case's description."""
+        if self.id == "ServerProxyConnectionAborted":
+            return {"action": "reset"}
+        text = self.spec["server_proxy"].split(": ", 1)[1]
+        if text == "HTTP 502":
+            return {"status": 502, "content_type": "text/html", "action": "reply",
+                    "body": base64.b64encode(b"<html>502</html>").decode()}
+        if "Content-Length 1000" in text:
+            ctype = text.split("Content-Type ", 1)[1].split(", Content-Length")[0]
+            return {"status": 200, "content_type": ctype, "action": "truncated"}
+        if text.startswith("Content-Type multipart/mixed without boundary"):
+            return {"status": 200, "content_type": "multipart/mixed", "action": "reply", "body": ""}
+        m = re.match(r"(\S+) with (?:Content-Type )?(.+)$", text)
+        assert m is not None, text
+        name, ctype = m.group(1), m.group(2).strip('"') if m.group(2) == '"oih"' else m.group(2)
+        data = adapt((SOAP_DIR / name).read_bytes(), self.qid)
+        return {"status": 200, "content_type": ctype, "action": "reply", "body": base64.b64encode(data).decode()}
+
+
+# --------------------------------------------------------------------------- the sandbox and the backend
+
+
+@dataclass
+class World:
+    data: dict[str, Any]
+    dir: Path
+    backend: str  # http://host:port/
+    provider: subprocess.Popen[bytes] | None
+    procs: list[subprocess.Popen[bytes]]
+    services: list[dict[str, Any]]
+    access: list[str]
+
+    def gateway(self, name: str) -> dict[str, Any]:
+        return next(g for g in self.data["gateways"] if g["name"] == name)
+
+    @property
+    def consumer_url(self) -> str:
+        return str(self.gateway(sb.CONSUMER)["client_http"])
+
+
+def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not ready within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _control(url: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(spec).encode() if spec is not None else None,
+                                 method="POST" if spec is not None else "GET")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        out: dict[str, Any] = json.loads(r.read())
+        return out
+
+
+def _provider_services(backend: str) -> tuple[list[dict[str, Any]], list[str]]:
+    svc = f"{backend}svc"
+    services: list[dict[str, Any]] = [
+        {"code": code, "type": "soap", "url": svc} for code in ("getState", "test", "testQuery", "generateMtom")
+    ] + [
+        {"code": "testNotAllowed", "type": "soap", "url": svc},
+        {"code": "getStateDisabled", "type": "soap", "url": svc, "disabled": True, "notice": "Service is disabled"},
+        {"code": "getStateBadHost", "type": "soap", "url": BAD_HOST_URL},
+        {"code": "testBadHost", "type": "soap", "url": BAD_HOST_URL},
+    ]
+    allowed = ["getState", "test", "testQuery", "generateMtom", "getStateDisabled", "getStateBadHost", "testBadHost"]
+    return services, allowed
+
+
+def _start_provider(world: World) -> None:
+    gw = world.gateway(sb.PROVIDER)
+    log = open(world.dir / "logs" / "gw-provider-conformance.log", "ab")
+    env = {**sb._child_env(Path(gw["token"]["softhsm2_conf"]))}
+    world.provider = subprocess.Popen([*GW, "run", "-c", gw["config"]], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, cwd=world.dir, start_new_session=True)
+    log.close()
+    world.procs.append(world.provider)
+    _wait(lambda: sb.http_status(gw["health"]) == 200 and sb.tcp_open(gw["address"], sb.SERVER_PORT),
+          "the provider gateway")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    d = tmp_path_factory.mktemp("conformance") / "sb"
+    net = ipaddress.ip_network(f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{16 * random.randint(0, 15)}"
+                               "/28")
+    out = subprocess.run([*GW, "sandbox", "up", str(d), "--addresses", str(net), "--quiet"], capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((d / "sandbox.json").read_text())
+    host = str(next(net.hosts()))
+    port = sb.free_port(host, set())
+    backend = subprocess.Popen([sys.executable, str(HERE / "conformance_backend.py"), "service", host, str(port)],
+                               stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    w = World(data=data, dir=d, backend=f"http://{host}:{port}/", provider=None, procs=[backend], services=[],
+              access=[])
+    try:
+        _wait(lambda: sb.tcp_open(host, port), "the conformance backend")
+        gw = w.gateway(sb.PROVIDER)
+        record = next(p for p in data["processes"] if p["name"] == sb.PROVIDER)
+        sb.stop_processes([(int(record["pid"]), record["started"])])
+        config = yaml.safe_load(Path(gw["config"]).read_text())
+        client = next(c for c in config["clients"] if c["id"] == PROVIDER_CLIENT)
+        w.services, w.access = _provider_services(w.backend)
+        client["services"] = [*client["services"], *w.services]
+        client["access"] = [{"subject": CONSUMER_CLIENT, "services": [*client["access"][0]["services"], *w.access]}]
+        Path(gw["config"]).write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        _start_provider(w)
+        yield w
+    finally:
+        for proc in reversed(w.procs):
+            _stop(proc)
+        subprocess.run([*GW, "sandbox", "down", str(d)], capture_output=True, timeout=60)
+
+
+# --------------------------------------------------------------------------- calling and judging
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+
+    def soap_part(self) -> bytes:
+        m = re.search(r'boundary="?([^";]+)"?', self.content_type)
+        if not self.content_type.lower().startswith("multipart/") or m is None:
+            return self.body
+        return _parts(self.body, m.group(1))[0][1]
+
+    def envelope(self) -> etree._Element | None:
+        try:
+            return etree.fromstring(self.soap_part(), etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError:
+            return None
+
+    def faultcode(self) -> str | None:
+        root = self.envelope()
+        if root is None:
+            return None
+        fault = root.find(f"{{{SOAP_NS}}}Body/{{{SOAP_NS}}}Fault")
+        return None if fault is None else (fault.findtext("faultcode") or "").strip()
+
+    def describe(self) -> str:
+        code = self.faultcode()
+        if code is not None:
+            return f"fault {code}"
+        root = self.envelope()
+        if root is not None and root.tag == f"{{{SOAP_NS}}}Envelope":
+            return "ok"
+        return f"HTTP {self.status} {self.content_type!r} {self.body[:120]!r}"
+
+
+def _parts(body: bytes, boundary: str) -> list[tuple[bytes, bytes]]:
+    """(headers, content) of each part of a multipart body (CRLF or LF line ends)."""
+    delimiter = b"--" + boundary.encode()
+    out = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk[1:]
+        sep = re.search(rb"\r?\n\r?\n", chunk)
+        assert sep is not None
+        content = chunk[sep.end():]
+        content = content[:-2] if content.endswith(b"\r\n") else content[:-1] if content.endswith(b"\n") else content
+        out.append((chunk[:sep.start()], content))
+    return out
+
+
+def send(url: str, body: bytes | Any, content_type: str | None, *, method: str = "POST",
+         soap_action: str | None = None, context: ssl.SSLContext | None = None, length: int | None = None) -> Answer:
+    u = urllib.parse.urlsplit(url)
+    conn: http.client.HTTPConnection
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname or "", u.port, context=context, timeout=CLIENT_TIMEOUT)
+    else:
+        conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=CLIENT_TIMEOUT)
+    headers = {"x-hash-algorithm": "SHA-512"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if soap_action is not None:
+        headers["SOAPAction"] = soap_action
+    if method == "POST":
+        headers["Content-Length"] = str(length if length is not None else len(body))
+    try:
+        conn.request(method, u.path or "/", body=body if method == "POST" else None, headers=headers)
+        r = conn.getresponse()
+        return Answer(r.status, r.getheader("Content-Type", ""), r.read())
+    except TimeoutError:
+        return Answer(0, "", f"(no answer within {CLIENT_TIMEOUT:g} s)".encode())
+    finally:
+        conn.close()
+
+
+def received(world: World) -> dict[str, Any]:
+    return _control(f"{world.backend}_control/last")
+
+
+def _header(root: etree._Element, name: str) -> etree._Element | None:
+    return root.find(f"{{{SOAP_NS}}}Header/{{{XROAD_NS}}}{name}")
+
+
+def _ids(root: etree._Element) -> tuple[str, str]:
+    def flat(el: etree._Element | None) -> str:
+        assert el is not None
+        return "/".join((c.text or "").strip() for c in el if isinstance(c.tag, str))
+    return flat(_header(root, "client")), flat(_header(root, "service"))
+
+
+def assert_outcome(case: Case, answer: Answer) -> None:
+    expect = case.spec["expect"]
+    result = expect["result"]
+    if result == "error":
+        code = answer.faultcode()
+        want = expect["code_7_7"]
+        ok = code is not None and (code.startswith(want) if expect["match"] == "prefix" else code == want)
+        assert ok, f"{case.id}: expected fault {want} ({expect['match']}), got {answer.describe()}"
+        root = answer.envelope()
+        assert root is not None
+        if case.id not in RELAYED:  # an X-Road fault of ours (not the service's, relayed): a UUID in its detail
+            detail = root.findtext(f".//{{{SOAP_NS}}}Fault/detail/faultDetail")
+            assert detail and re.fullmatch(r"[0-9a-f-]{36}", detail.strip()), f"{case.id}: fault detail {detail!r}"
+        return
+    if result == "fault":
+        assert answer.faultcode() is not None, f"{case.id}: expected a SOAP fault, got {answer.describe()}"
+        assert b"<error>Unable to create payload, try increasing the size</error>" in answer.soap_part(), \
+            f"{case.id}: the service's fault is not passed through: got {answer.describe()} {answer.body[:600]!r}"
+        return
+    assert answer.status == 200 and answer.describe() == "ok", \
+        f"{case.id}: expected a SOAP response, got {answer.describe()}"
+
+
+def assert_consistent(case: Case, request: bytes, answer: Answer, world: World) -> None:
+    """The ``ok`` outcome in full: the response is the service's, for this request."""
+    root = answer.envelope()
+    assert root is not None
+    assert (_header(root, "id").text or "").strip() == case.qid  # type: ignore[union-attr]
+    req_root = etree.fromstring(Answer(200, case.request()[1] or "", request).soap_part())
+    assert _ids(root) == _ids(req_root)
+    rh = _header(root, "requestHash")
+    assert rh is not None, f"{case.id}: no requestHash in the response"
+    svc = case.spec.get("service", {})
+    if "response_file" in svc:
+        sent = Answer(200, svc["content_type"], base64.b64decode(case.service_answer()["body"]))
+        sent_root = sent.envelope()
+        assert sent_root is not None
+        got_body = root.find(f"{{{SOAP_NS}}}Body")
+        sent_body = sent_root.find(f"{{{SOAP_NS}}}Body")
+        assert got_body is not None and sent_body is not None
+        assert etree.tostring(got_body, method="c14n") == etree.tostring(sent_body, method="c14n")
+        seen = received(world)
+        if case.id != "NoWhitespaceMessage":  # upstream skips the service's check for this one
+            seen_ct = dict((k.lower(), v) for k, v in seen["headers"]).get("content-type", "")
+            seen_root = Answer(200, seen_ct, base64.b64decode(seen["body"])).envelope()
+            assert seen_root is not None and _ids(seen_root) == _ids(req_root)
+            assert (_header(seen_root, "id").text or "").strip() == case.qid  # type: ignore[union-attr]
+
+
+def _digest_b64(rh: etree._Element, data: bytes) -> str:
+    algorithm = DIGESTS[rh.get("algorithmId", "")]
+    return base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+
+
+def case_checks(case: Case, request: bytes, answer: Answer, world: World) -> None:
+    """The ``checks`` of the case."""
+    root = answer.envelope()
+    assert root is not None
+    seen = received(world) if "service" in case.spec else {}
+    seen_headers = {k.lower(): v for k, v in seen.get("headers", [])}
+    seen_body = base64.b64decode(seen.get("body", ""))
+    seen_root = Answer(200, seen_headers.get("content-type", ""), seen_body).envelope() if seen else None
+    if case.id == "Utf8BomNormalSubsystem":
+        rh = _header(root, "requestHash")
+        assert rh is not None and (rh.text or "").strip() == _digest_b64(rh, request)
+    elif case.id == "Utf8BomAttachment2":
+        rh = _header(root, "requestHash")
+        start = request.index(b"\xef\xbb\xbf")
+        end = request.index(b"\n--jetty771207119h3h10dty", start)
+        assert rh is not None and (rh.text or "").strip() == _digest_b64(rh, request[start:end])
+    elif case.id == "SoapActionEmptyHeader":
+        assert seen_headers.get("soapaction") == ""
+    elif case.id == "SoapActionHeader":
+        assert seen_headers.get("soapaction") == '""'
+    elif case.id == "CDATAMessage":
+        for r in (seen_root, root):
+            assert r is not None and r.findtext(f".//{{{XROAD_NS}}}xml") == "<a><b><c>12345678</c></b></a>"
+    elif case.id == "XmlEncodedMessage":
+        for r in (seen_root, root):
+            assert r is not None and _header(r, "userId").text == "<\"EE37702211234\" & 'xml encoded'>"  # type: ignore[union-attr]
+    elif case.id == "SplitHeaderMessage":
+        for r in (seen_root, root):
+            assert r is not None and _header(r, "issue").text == "w\naa\nww\n"  # type: ignore[union-attr]
+    elif case.id == "CommentMessage":
+        header = root.find(f"{{{SOAP_NS}}}Header")
+        assert header is not None and len(header) and isinstance(header[0], etree._Comment)
+        assert header[0].text == " multiline\n        comment "
+    elif case.id in ("Attachment", "SeveralAttachments", "AttachmentMTOM", "AttachmentBig"):
+        boundary = re.search(r'boundary="?([^";]+)"?', seen_headers.get("content-type", ""))
+        assert boundary is not None, f"{case.id}: the service received {seen_headers.get('content-type')!r}"
+        got = _parts(seen_body, boundary.group(1))
+        sent_ct = case.request()[1] or ""
+        sent_boundary = re.search(r'boundary="?([^";]+)"?', sent_ct)
+        assert sent_boundary is not None
+        if case.id == "AttachmentBig":
+            assert len(got) == 2 and len(got[1][1]) == BIG_ATTACHMENT
+            return
+        sent = _parts(request, sent_boundary.group(1))
+        assert len(got) == len(sent), f"{case.id}: {len(sent) - 1} attachments sent, {len(got) - 1} received"
+        if case.id == "Attachment":
+            assert b"Client-Header: FooBar" in got[1][1]
+        if case.id == "AttachmentMTOM":
+            assert seen_headers.get("content-type") == sent_ct
+            soap_headers = got[0][0].decode().lower()
+            assert "content-id:" in soap_headers
+            assert 'content-type: application/xop+xml; type="application/soap+xml"; charset=utf-8' in soap_headers
+            att_headers = got[1][0].decode()
+            assert "Content-ID:" in att_headers or "content-id:" in att_headers.lower()
+            assert "text/plain; charset=UTF-8; name=attachment.txt" in att_headers
+            assert answer.content_type == CASES[case.id]["service"]["content_type"]
+    elif case.id == "SeveralAttachmentsResponse":
+        svc_ct = CASES[case.id]["service"]["content_type"]
+        sent_boundary = re.search(r'boundary="?([^";]+)"?', svc_ct)
+        got_boundary = re.search(r'boundary="?([^";]+)"?', answer.content_type)
+        assert sent_boundary is not None and got_boundary is not None, answer.content_type
+        sent = _parts(base64.b64decode(case.service_answer()["body"]), sent_boundary.group(1))
+        assert len(_parts(answer.body, got_boundary.group(1))) == len(sent)
+    elif case.id.startswith("MetaserviceTest/"):
+        name = "allowedMethodsResponse" if "Allowed" in case.id else "listMethodsResponse"
+        assert answer.content_type.replace(" ", "").lower() == "text/xml;charset=utf-8"
+        found = root.findall(f"{{{SOAP_NS}}}Body/{{{XROAD_NS}}}{name}")
+        assert len(found) == 1
+        listed = {"/".join(c.text or "" for c in s if isinstance(c.tag, str) and c.tag != f"{{{ID_NS}}}serviceVersion")
+                  for s in found[0].findall(f"{{{XROAD_NS}}}service")}
+        soap_codes = {s["code"] for s in world.services} | {"echo"}
+        if name == "allowedMethodsResponse":
+            soap_codes = {c for c in soap_codes if c in (*world.access, "echo") and c != "getStateDisabled"}
+        assert listed == {f"{PROVIDER_CLIENT}/{c}" for c in soap_codes}
+
+
+def run_case(case: Case, world: World, url: str, context: ssl.SSLContext | None = None) -> tuple[bytes, Answer]:
+    if "service" in case.spec:
+        _control(f"{world.backend}_control/next", case.service_answer())
+    body, content_type = case.request()
+    req = case.spec["request"]
+    if case.id == "AttachmentBig":
+        head = (b"--bigboundary\r\nContent-Type: text/xml; charset=UTF-8\r\n\r\n" + body +
+                b"\r\n--bigboundary\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Transfer-Encoding: binary\r\n\r\n")
+        tail = b"\r\n--bigboundary--\r\n"
+        chunk = bytes(range(256)) * 4096
+
+        def stream() -> Iterator[bytes]:
+            yield head
+            for _ in range(BIG_ATTACHMENT // len(chunk)):
+                yield chunk
+            yield tail
+
+        answer = send(url, stream(), content_type, length=len(head) + BIG_ATTACHMENT + len(tail))
+        return head + tail, answer
+    answer = send(url, body, content_type, method=req["http_method"], soap_action=req.get("soap_action"),
+                  context=context)
+    return body, answer
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+@pytest.mark.parametrize("case_id", CLIENT_PORT)
+def test_case_through_the_gateways(world: World, case_id: str) -> None:
+    case = Case(case_id)
+    request, answer = run_case(case, world, world.consumer_url)
+    assert_outcome(case, answer)
+    if case.spec["expect"]["result"] == "ok":
+        if "service" in case.spec:
+            assert_consistent(case, request, answer, world)
+        case_checks(case, request, answer, world)
+
+
+def _client_cert(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "information system")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / "is-key.pem", directory / "is-cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def _tls_client(cert: Path | str, key: Path | str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+@pytest.mark.parametrize("case_id", HTTPS_CLIENT)
+def test_case_over_https_to_the_client_port(world: World, case_id: str, tmp_path: Path) -> None:
+    """The client is configured ``connection: http``: HTTPS with a client certificate is accepted too."""
+    case = Case(case_id)
+    key, cert = _client_cert(tmp_path)
+    request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"], _tls_client(cert, key))
+    assert_outcome(case, answer)
+    assert_consistent(case, request, answer, world)
+
+
+@pytest.mark.parametrize("case_id", SERVER_PROXY_TARGET)
+def test_case_straight_to_the_server_proxy(world: World, case_id: str) -> None:
+    """A peer with a registered authentication certificate (the consumer's) sends what the case says."""
+    case = Case(case_id)
+    tls = world.gateway(sb.CONSUMER)["tls"]
+    _request, answer = run_case(case, world, world.gateway(sb.PROVIDER)["server"], _tls_client(tls["cert"],
+                                                                                                tls["key"]))
+    assert_outcome(case, answer)
+
+
+@pytest.fixture(scope="module")
+def provider_stopped(world: World) -> World:
+    """From here on the provider gateway is down (the cases of a dead or dummy server proxy)."""
+    _stop(world.provider)
+    gw = world.gateway(sb.PROVIDER)
+    _wait(lambda: not sb.tcp_open(gw["address"], sb.SERVER_PORT), "the provider's port closing")
+    return world
+
+
+@pytest.mark.parametrize("case_id", NO_SERVER_PROXY)
+def test_case_no_server_proxy(provider_stopped: World, case_id: str) -> None:
+    case = Case(case_id)
+    _request, answer = run_case(case, provider_stopped, provider_stopped.consumer_url)
+    assert_outcome(case, answer)
+
+
+@pytest.fixture(scope="module")
+def dummy_server_proxy(provider_stopped: World) -> Iterator[str]:
+    world = provider_stopped
+    gw = world.gateway(sb.PROVIDER)
+    control = sb.free_port(gw["address"], set())
+    proc = subprocess.Popen([sys.executable, str(HERE / "conformance_backend.py"), "server-proxy", gw["address"],
+                             str(sb.SERVER_PORT), str(control), gw["tls"]["key"], gw["tls"]["cert"],
+                             world.data["ca"]["intermediate"]], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    world.procs.append(proc)
+    _wait(lambda: sb.tcp_open(gw["address"], control) and sb.tcp_open(gw["address"], sb.SERVER_PORT),
+          "the dummy server proxy")
+    yield f"http://{gw['address']}:{control}/"
+    _stop(proc)
+
+
+@pytest.mark.parametrize("case_id", DUMMY_SERVER_PROXY)
+def test_case_with_a_dummy_server_proxy(provider_stopped: World, dummy_server_proxy: str, case_id: str) -> None:
+    case = Case(case_id)
+    _control(dummy_server_proxy, case.dummy_server_proxy_answer())
+    _request, answer = run_case(case, provider_stopped, provider_stopped.consumer_url)
+    assert_outcome(case, answer)
+
+
+def test_multipart_helper() -> None:
+    """``_parts`` splits CRLF and LF multiparts alike (the vectors use LF)."""
+    body = b"--b\nA: 1\n\nx\n--b\r\nB: 2\r\n\r\ny\r\n--b--\r\n"
+    assert _parts(body, "b") == [(b"A: 1", b"x"), (b"B: 2", b"y")]
+
+
+def test_adapted_messages() -> None:
+    """The identifiers become the sandbox's; the id the case's; a renamed service renames its body element."""
+    case = Case("ServiceDisabled")
+    body, _ctype = case.request()
+    root = etree.fromstring(body)
+    assert _ids(root) == ("VN-TEST/GOV/000.00.00.H41/edoc", "VN-TEST/GOV/000.00.00.G22/example/getStateDisabled")
+    assert _header(root, "client").get(f"{{{ID_NS}}}objectType") == "SUBSYSTEM"  # type: ignore[union-attr]
+    assert root.find(f"{{{SOAP_NS}}}Body/{{{XROAD_NS}}}getStateDisabled") is not None
+    assert (_header(root, "id").text or "") == case.qid  # type: ignore[union-attr]
+    sub = etree.fromstring(Case("NormalSubsystem").request()[0])
+    assert _ids(sub) == ("VN-TEST/GOV/000.00.00.H41/edoc", "VN-TEST/GOV/000.00.00.G22/example/getState")
+    default_ns = etree.fromstring(Case("DefaultNamespaceMessage").request()[0])
+    assert _ids(default_ns) == ("VN-TEST/GOV/000.00.00.H41/edoc", "VN-TEST/GOV/000.00.00.G22/example/getState")
