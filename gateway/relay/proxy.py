@@ -101,9 +101,15 @@ def _as_fault(exc: BaseException, prefix: tuple[str, ...]) -> XRoadFault:
     return XRoadFault("InternalError", f"internal error: {type(exc).__name__}", prefix=prefix)
 
 
-def _soap_multipart(message_raw: bytes, content_type: str, attachments: list[Any]) -> tuple[str, IO[bytes]]:
-    """The information system's view of a message with attachments (SwA ``multipart/related``)."""
-    boundary = "vdxp" + secrets.token_hex(12)
+def _soap_multipart(message_raw: bytes, content_type: str, attachments: list[Any],
+                    original: str | None = None) -> tuple[str, IO[bytes]]:
+    """The information system's view of a message with attachments (SwA or MTOM ``multipart/related``).
+    With the ``original`` content type of the other end (its boundary and parameters) it is kept as it was."""
+    from protocols.xroad.mime import parse_content_type
+
+    parsed = parse_content_type(original) if original else None
+    keep = parsed is not None and parsed.media_type == "multipart/related" and bool(parsed.boundary)
+    boundary = parsed.boundary if keep and parsed is not None and parsed.boundary else "vdxp" + secrets.token_hex(12)
     out = _spool()
     out.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + message_raw)
     for att in attachments:
@@ -116,6 +122,8 @@ def _soap_multipart(message_raw: bytes, content_type: str, attachments: list[Any
         for chunk in att.chunks():
             out.write(chunk)
     out.write(f"\r\n--{boundary}--\r\n".encode())
+    if keep and original:
+        return original, out
     start_type = content_type.split(";")[0].strip()
     return f'multipart/related; type="{start_type}"; boundary="{boundary}"', out
 
@@ -292,10 +300,12 @@ async def _send(http: Any, url: str, headers: list[tuple[str, str]], body: IO[by
     headers_in = [(k.decode("latin-1"), v.decode("latin-1")) for k, vs in response.headers.getAllRawHeaders()
                   for v in vs]
     th = transport.TransportHeaders.from_items(headers_in)
-    if th.hash_algorithm is None and th.content_type.lower().startswith("text/xml"):
-        # A bare SOAP fault (the peer failed before streaming anything) carries no hash algorithm.
+    if th.hash_algorithm is None:
+        # A bare SOAP fault (the peer failed before streaming anything) carries no hash algorithm, and
+        # an answer that is not a transport message at all is judged by its content type first.
         th = dataclasses.replace(th, hash_algorithm="SHA-512")
     dec = decoder(th)
+    sink.http = th
     failed: list[BaseException] = []
 
     def collect(chunk: bytes) -> None:
@@ -471,7 +481,8 @@ class ClientProxy(_Base):
                 soap.check_response(message, response.message)
             except XRoadFault as exc:
                 raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
-            await self._answer(request, response, attachments)
+            await self._answer(request, response, attachments,
+                               got.http.original_content_type if got.http is not None else None)
         finally:
             got.close()
 
@@ -485,7 +496,8 @@ class ClientProxy(_Base):
             code = exc.xroad_code or "InvalidSignatureValue"
             raise XRoadFault(code, exc.message, prefix=SERVER_CLIENTPROXY) from None
 
-    async def _answer(self, request: Request, response: Any, attachments: list[dict[str, Any]]) -> None:
+    async def _answer(self, request: Request, response: Any, attachments: list[dict[str, Any]],
+                      original_type: str | None = None) -> None:
         raw = response.message.raw
         if not attachments:
             request.setHeader(b"content-type", response.content_type.encode())  # type: ignore[no-untyped-call]
@@ -494,7 +506,7 @@ class ClientProxy(_Base):
             request.finish()
             return
         atts = [_SpooledView(a) for a in attachments]
-        ctype, out = _soap_multipart(raw, response.content_type, atts)
+        ctype, out = _soap_multipart(raw, response.content_type, atts, original_type)
         request.setHeader(b"content-type", ctype.encode())  # type: ignore[no-untyped-call]
         await _stream(request, out)
 
@@ -591,6 +603,7 @@ class Collected:
         self.body: IO[bytes] | None = None
         self.end: Any = None
         self.fault_raw: bytes | None = None  # a SOAP fault sent in place of the message or signature
+        self.http: Any = None  # the TransportHeaders of the message
 
     def add(self, ev: Any) -> None:
         if isinstance(ev, transport.FaultPart):
@@ -769,7 +782,10 @@ class ServerProxy(_Base):
         signer = await self._signer(member)
         encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
         body = _spool()
-        body.write(encoder.soap(answer_raw, "text/xml; charset=UTF-8"))
+        part_type = "text/xml; charset=UTF-8"
+        if service_answer is not None and service_answer.attachments:
+            part_type = service_answer.soap_headers.get("Content-Type") or part_type
+        body.write(encoder.soap(answer_raw, part_type))
         for att in service_answer.attachments if service_answer is not None else ():
             body.write(encoder.attachment_start(att.content_type,
                                                 [(k, v) for k, v in att.headers.items
@@ -779,7 +795,8 @@ class ServerProxy(_Base):
             body.write(encoder.attachment_end())
         signed = await signer.sign(encoder.parts_to_sign())
         body.write(encoder.signature(signed))
-        for name, value in encoder.http_headers(original_content_type="text/xml; charset=UTF-8").items():
+        original = service_answer.content_type if service_answer is not None else "text/xml; charset=UTF-8"
+        for name, value in encoder.http_headers(original_content_type=original).items():
             request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
         await _stream(request, body)
 
@@ -905,13 +922,24 @@ class ServerProxy(_Base):
             await treq.content(response)
             raise XRoadFault(("ServiceFailed", "HttpError"), f"service {url} answered HTTP {response.code}",
                              prefix=self.prefix)
+        if not response.headers.getRawHeaders(b"content-type"):
+            raise XRoadFault(("ServiceFailed", "InvalidContentType"), "Could not get content type from response",
+                             prefix=self.prefix)
         spooled = _spool()
         def write(chunk: bytes) -> None:
             spooled.write(chunk)
 
         collected: Deferred[Any] = treq.collect(response, write)
         collected.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out)
-        await collected
+        try:
+            await collected
+        except XRoadFault:
+            spooled.close()
+            raise
+        except Exception as exc:
+            spooled.close()
+            raise XRoadFault(("ServiceFailed", "IOError"), f"connection to service {url} broke: {type(exc).__name__}",
+                             prefix=self.prefix) from None
         spooled.seek(0)
         ctype = response.headers.getRawHeaders(b"content-type", [b""])[0].decode("latin-1") or None
         try:
