@@ -102,7 +102,7 @@ def _as_fault(exc: BaseException, prefix: tuple[str, ...]) -> XRoadFault:
 
 
 def _soap_multipart(message_raw: bytes, content_type: str, attachments: list[Any],
-                    original: str | None = None) -> tuple[str, IO[bytes]]:
+                    original: str | None = None, soap_headers: Any = None) -> tuple[str, IO[bytes]]:
     """The information system's view of a message with attachments (SwA or MTOM ``multipart/related``).
     With the ``original`` content type of the other end (its boundary and parameters) it is kept as it was."""
     from protocols.xroad.mime import parse_content_type
@@ -111,7 +111,11 @@ def _soap_multipart(message_raw: bytes, content_type: str, attachments: list[Any
     keep = parsed is not None and parsed.media_type == "multipart/related" and bool(parsed.boundary)
     boundary = parsed.boundary if keep and parsed is not None and parsed.boundary else "vdxp" + secrets.token_hex(12)
     out = _spool()
-    out.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + message_raw)
+    out.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n".encode())
+    for name, value in soap_headers.items if soap_headers is not None else ():
+        if name.lower() != "content-type":
+            out.write(f"{name}: {value}\r\n".encode())
+    out.write(b"\r\n" + message_raw)
     for att in attachments:
         out.write(f"\r\n--{boundary}\r\n".encode())
         for name, value in att.headers.items:
@@ -439,7 +443,9 @@ class ClientProxy(_Base):
         part_type = incoming.soap_headers.get("Content-Type") or content_type
         if not incoming.attachments:
             part_type = content_type
-        body.write(encoder.soap(message.raw, part_type))
+        body.write(encoder.soap(message.raw, part_type,
+                                [(k, v) for k, v in incoming.soap_headers.items if k.lower() != "content-type"]
+                                if incoming.attachments else ()))
         for att in incoming.attachments:
             body.write(encoder.attachment_start(att.content_type,
                                                 [(k, v) for k, v in att.headers.items if k.lower() != "content-type"]))
@@ -754,7 +760,8 @@ class ServerProxy(_Base):
         # Forward to the service.
         original_type = th.original_content_type or message.content_type
         if attachments:
-            out_type, out = _soap_multipart(msg.raw, message.content_type, [_SpooledView(a) for a in attachments])
+            out_type, out = _soap_multipart(msg.raw, message.content_type, [_SpooledView(a) for a in attachments],
+                                            th.original_content_type, message.headers)
         else:
             out_type, out = original_type, _spool()
             out.write(msg.raw)
