@@ -723,28 +723,27 @@ class ServerProxy(_Base):
         finally:
             got.close()
 
-    async def _serve(self, request: Request, shared: Any, peer_der: bytes, th: Any, message: Any,
-                     attachments: list[dict[str, Any]], end: Any, ocsp_parts: list[bytes]) -> None:
-        if message is None:
-            raise XRoadFault("MissingSoap", "Request does not contain SOAP message", prefix=self.prefix)
-        msg: soap.SoapMessage = message.message
-        client, service = msg.header.client, msg.header.service
-        provider = service.provider
-        local = self.config.client(str(provider))
+    def _admit(self, shared: Any, peer_der: bytes, client: Any, service: Any, ocsp_parts: list[bytes], end: Any,
+               *, rest_method: str | None = None, rest_path: str = "/") -> tuple[Any, Any, Any]:
+        """X-Road's server-side checks, in its order: the provider is hosted here, the peer is a server of
+        the client (certificate chain and OCSP), access rights (none for listMethods/allowedMethods; other
+        reserved codes are not served), the signature.  Returns (local client, service or None for a
+        metaservice, global-group check)."""
+        local = self.config.client(str(service.provider))
         if local is None:
-            raise XRoadFault("UnknownMember", f"Client '{provider}' not found", prefix=self.prefix)
+            raise XRoadFault("UnknownMember", f"Client '{service.provider}' not found", prefix=self.prefix)
         self._check_peer(shared, peer_der, client, ocsp_parts)
 
         def in_group(caller: str, instance: str, code: str) -> bool:
             return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
 
-        metaservice = meta.is_metaservice(service.service_code)
-        if metaservice:
-            # X-Road checks no access rights for listMethods/allowedMethods; others are not served.
-            if service.service_code not in meta.METHOD_LIST_CODES:
+        svc = None
+        if meta.is_metaservice(service.service_code):
+            if service.service_code not in meta.METHOD_LIST_CODES or rest_method not in (None, "GET"):
                 raise meta.unavailable_metaservice_fault(service)
         else:
-            svc = check_access(local, service.service_code, str(client), in_group)
+            svc = check_access(local, service.service_code, str(client), in_group, rest=rest_method is not None,
+                               method=rest_method or "", path=rest_path)
         parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
         try:
             sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared, at=self._now(),
@@ -752,7 +751,17 @@ class ServerProxy(_Base):
                                        hash_chain=end.hash_chain)
         except VdxpError as exc:
             raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message, prefix=self.prefix) from None
+        return local, svc, in_group
 
+    async def _serve(self, request: Request, shared: Any, peer_der: bytes, th: Any, message: Any,
+                     attachments: list[dict[str, Any]], end: Any, ocsp_parts: list[bytes]) -> None:
+        if message is None:
+            raise XRoadFault("MissingSoap", "Request does not contain SOAP message", prefix=self.prefix)
+        msg: soap.SoapMessage = message.message
+        client, service = msg.header.client, msg.header.service
+        provider = service.provider
+        local, svc, in_group = self._admit(shared, peer_der, client, service, ocsp_parts, end)
+        metaservice = svc is None
         if metaservice:
             await self._send_soap_answer(request, str(provider.member),
                                          metaservices.soap_metaservice_response(local, msg, in_group), None)
@@ -821,29 +830,9 @@ class ServerProxy(_Base):
                 raise XRoadFault("MissingRest", "Request does not contain a REST message", prefix=self.prefix)
             client, service = rest_req.client, rest_req.service
             provider = service.provider
-            local = self.config.client(str(provider))
-            if local is None:
-                raise XRoadFault("UnknownMember", f"Client '{provider}' not found", prefix=self.prefix)
-            self._check_peer(shared, peer_der, client, ocsp_parts)
-
-            def in_group(caller: str, instance: str, code: str) -> bool:
-                return bool(instance == shared.instance and shared.is_member_of_group(_conf_id(caller), code))
-
-            metaservice = meta.is_metaservice(service.service_code)
-            if metaservice:
-                if rest_req.verb != "GET" or service.service_code not in meta.METHOD_LIST_CODES:
-                    raise meta.unavailable_metaservice_fault(service)
-            else:
-                svc = check_access(local, service.service_code, str(client), in_group, rest=True,
-                                   method=rest_req.verb, path=rest_req.service_path or "/")
-            parts = [sigverify.SignedPart(uri, digest=digest) for uri, digest in end.digests]
-            try:
-                sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared,
-                                           at=self._now(), parts=parts, hash_chain_result=end.hash_chain_result,
-                                           hash_chain=end.hash_chain)
-            except VdxpError as exc:
-                raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message,
-                                 prefix=self.prefix) from None
+            local, svc, in_group = self._admit(shared, peer_der, client, service, ocsp_parts, end,
+                                               rest_method=rest_req.verb, rest_path=rest_req.service_path or "/")
+            metaservice = svc is None
             request_body_digest = dict(end.digests).get("/attachment1") if has_body else None
             if metaservice:
                 ctype, meta_body = metaservices.rest_metaservice_body(local, service, str(client), rest_req.verb,
