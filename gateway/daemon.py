@@ -382,6 +382,8 @@ class GatewayApp:
                 d.addTimeout(FIRST_ATTEMPT_TIMEOUT, self.reactor)
                 try:
                     await d
+                except ListenError:
+                    raise  # a port the administrator configured cannot be bound: start-up fails
                 except Exception:  # noqa: S110 - the component reports its own problems (health, log)
                     pass
 

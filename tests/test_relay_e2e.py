@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from lxml import etree
 
 GW = [sys.executable, "-m", "gateway"]
@@ -214,3 +215,23 @@ def test_a_real_soap_client_zeep(sandbox: dict) -> None:
     client = zeep.Client(str(Path(__file__).parent / "fixtures" / "echo.wsdl"))
     service = client.create_service("{http://example.org/}EchoBinding", consumer(sandbox))
     assert service.echo(text="Xin chào từ zeep", _soapheaders=headers) == "Xin chào từ zeep"
+
+
+def test_busy_relay_port_fails_start_up_with_one_coded_line(sandbox: dict, tmp_path: Path) -> None:
+    """A second gateway with the consumer's configuration cannot bind its ports: exit 1, one coded line."""
+    import os
+    import shutil
+
+    gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    env = {**os.environ, "SOFTHSM2_CONF": gw["token"]["softhsm2_conf"]}
+    config = Path(gw["config"])
+    copy = tmp_path / "gateway.yaml"
+    shutil.copy(config, copy)
+    data = yaml.safe_load(copy.read_text())
+    # Health and metrics move to free ports: only the relay's listeners collide with the running gateway.
+    data["listeners"] = {"health": "tcp:0:interface=127.0.0.1", "metrics": "tcp:0:interface=127.0.0.1"}
+    copy.write_text(yaml.safe_dump(data))
+    out = subprocess.run([*GW, "run", "-c", str(copy)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "listen" in errors[0], out.stderr[-2000:]

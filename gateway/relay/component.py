@@ -83,9 +83,10 @@ class RelayService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        self._started = gatherResults([Deferred.fromCoroutine(ls.listen()) for ls in self._listeners])
-        self._started.addErrback(lambda f: self.log.error("Relay listener failed: {error}", error=str(f.value),
-                                                          code=getattr(f.value, "code", "relay.listen_failed")))
+        started = gatherResults([Deferred.fromCoroutine(ls.listen()) for ls in self._listeners], consumeErrors=True)
+        # gatherResults wraps the first failure in a FirstError: hand the ListenError itself on.
+        started.addErrback(_first_failure)
+        self._started = started
 
     def whenStarted(self) -> Deferred[Any]:
         assert self._started is not None
@@ -95,6 +96,10 @@ class RelayService(MultiService):
         d = super().stopService()
         Deferred.fromCoroutine(self.peers.close())
         return d
+
+
+def _first_failure(failure: Any) -> Any:
+    return failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
 
 
 def _responses(own: OwnOcsp, cert: Any) -> Any:
