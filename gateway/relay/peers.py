@@ -60,7 +60,7 @@ class Peers:
         self._conf_source = conf_source
         self.policy = PeerPolicy(relay.tls, self._expected)
         self.pool: Any = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-        self.pool.maxPersistentPerHost = 16
+        self.pool.maxPersistentPerHost = 32
         self.pool.cachedConnectionTimeout = 120
         agent: Any = Agent(reactor, contextFactory=self.policy, pool=self.pool,  # type: ignore[no-untyped-call]
                            connectTimeout=relay.connect_timeout_seconds)

@@ -950,6 +950,8 @@ class ServerProxy(_Base):
             from twisted.web.client import Agent, HTTPConnectionPool
 
             pool: Any = HTTPConnectionPool(self._reactor, persistent=True)  # type: ignore[no-untyped-call]
+            pool.maxPersistentPerHost = 32  # keep a connection per concurrent call (the default is 2)
+            pool.cachedConnectionTimeout = 120
             agent: Any = Agent(self._reactor, pool=pool)  # type: ignore[no-untyped-call]
             http = self._http_client = HTTPClient(agent)
         return http
