@@ -79,7 +79,7 @@ class _BoundedBody(Protocol):
 async def _exchange(http: Any, method: str, url: str, data: bytes | None, headers: Mapping[str, str],
                     max_bytes: int, accept: Sequence[str] | None) -> HttpResult:
     try:
-        response = await http.request(method, url, data=data,
+        response = await http.request(method, url, data=data, unbuffered=True,
                                       headers={k: [v] for k, v in headers.items()})
     except CancelledError:
         raise

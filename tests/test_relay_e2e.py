@@ -235,3 +235,48 @@ def test_busy_relay_port_fails_start_up_with_one_coded_line(sandbox: dict, tmp_p
     assert out.returncode == 1, out.stderr[-2000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "listen" in errors[0], out.stderr[-2000:]
+
+
+def test_100_mb_attachment_streams_in_bounded_memory(sandbox: dict) -> None:
+    """A 100 MB attachment goes through both gateways and back; neither gateway's peak memory grows
+    with it (bodies are spooled to disk and streamed with back-pressure, never held whole)."""
+    import hashlib
+    import http.client
+    import os
+    from urllib.parse import urlsplit
+
+    def peak_kib(pid: int) -> int:
+        line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("VmHWM"))
+        return int(line.split()[1])
+
+    pids = [g["pid"] for g in sandbox["gateways"]]
+    before = [peak_kib(p) for p in pids]
+    url = urlsplit(consumer(sandbox))
+    boundary = "BigBoundary7"
+    head = (f"--{boundary}\r\nContent-Type: text/xml; charset=utf-8\r\n\r\n").encode() + envelope() + \
+        f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    block = os.urandom(1 << 20)
+    size = 100 * len(block)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
+    conn.putrequest("POST", "/")
+    conn.putheader("Content-Type", f'multipart/related; type="text/xml"; boundary="{boundary}"')
+    conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+    conn.endheaders()
+    conn.send(head)
+    sent = hashlib.sha256()
+    for _ in range(100):
+        conn.send(block)
+        sent.update(block)
+    conn.send(tail)
+    response = conn.getresponse()
+    assert response.status == 200
+    received = hashlib.sha256()
+    total = 0
+    while chunk := response.read(1 << 20):
+        total += len(chunk)
+        received.update(chunk)
+    assert total > size
+    after = [peak_kib(p) for p in pids]
+    for b, a in zip(before, after, strict=True):
+        assert a - b < 40 * 1024, (before, after)  # far less than the 100 MB that went through

@@ -351,7 +351,8 @@ def _producer(body: IO[bytes]) -> Any:
 
 async def _post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes]) -> Any:
     try:
-        return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers})
+        return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers},
+                                  unbuffered=True)
     except HttpFetchError:
         raise
     except Exception as exc:
@@ -959,7 +960,8 @@ class ServerProxy(_Base):
 
 async def _service_post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[bytes]) -> Any:
     try:
-        return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers})
+        return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers},
+                                  unbuffered=True)
     except Exception as exc:
         raise XRoadFault(("ServiceFailed", "NetworkError"), f"cannot reach service {url}: {exc}",
                          prefix=SERVER_SERVERPROXY) from exc
@@ -968,7 +970,8 @@ async def _service_post(http: Any, url: str, headers: list[tuple[str, str]], bod
 async def _service_request(http: Any, method: str, url: str, headers: dict[str, list[str]],
                            body: IO[bytes] | None) -> Any:
     try:
-        return await http.request(method, url, data=_producer(body) if body is not None else None, headers=headers)
+        return await http.request(method, url, data=_producer(body) if body is not None else None, headers=headers,
+                                  unbuffered=True)
     except Exception as exc:
         raise XRoadFault(("ServiceFailed", "NetworkError"), f"cannot reach service {url}: {exc}",
                          prefix=SERVER_SERVERPROXY) from exc
