@@ -20,7 +20,15 @@ How the upstream suite maps onto the sandbox:
 * "dummy server proxy" cases: the provider is stopped and the backend answers on its address and
   port 5500 (TLS with the provider's authentication key), unsigned;
 * ``server_proxy`` targets: POSTed over mutual TLS (the consumer's authentication key) to the
-  provider's port 5500.
+  provider's port 5500;
+* global configuration preconditions (maintenance mode, a provider on several security servers):
+  the central's ``federation.yaml`` is edited, a generation is published at once (``central
+  generate``) and the case runs when the consumer has installed it (the consumer's download
+  interval is 1 s here); the original federation is restored after the group;
+* information-system authentication (``SslClientAuth*``): the consumer's client gets ``connection:
+  https-auth`` and the case's ``is_certs`` (certificates made here), the consumer is restarted and
+  the case is sent to its HTTPS client port with the case's client certificate; the consumer's
+  original configuration is restored after the group.
 
 ``NEEDS_CONFIGURATION`` lists the cases the sandbox cannot set up (and why); they are not run.
 """
@@ -83,17 +91,11 @@ BAD_HOST_URL = "http://non.existing.site.com.pom/service"
 
 #: cases whose preconditions the sandbox cannot set up: what they would need
 NEEDS_CONFIGURATION = {
-    "ServerProxyMaintenanceMode": "the provider's security server in maintenance mode in global configuration "
-                                  "(the central's federation.yaml has no maintenance flag)",
     "SigningFailsInServerProxy": "a provider whose member signing key fails to sign (a broken token/key)",
     "SigningFailsInClientProxy": "a consumer whose member signing key fails to sign (a broken token/key)",
-    "SslSelectFastestProxy": "the provider registered on several servers/addresses in global configuration, "
-                             "only one answering",
-    "SslSelectFastestProxyNoConnections": "the provider registered on addresses none of which answers",
-    "SslClientAuth": "the consumer's client with connection https-auth and the IS certificate registered",
-    "SslClientAuthNoISCert": "the consumer's client with connection https-auth and no IS certificate",
-    "SslClientAuthWrongISCert": "the consumer's client with https-auth and another IS certificate registered",
-    "SslClientAuthExpiredISCert": "https-auth with an expired IS certificate registered and presented",
+    "SslClientAuthNoISCert": "the consumer's client with connection https-auth and no IS certificate registered: "
+                             "the configuration refuses https-auth with an empty is_certs (clients[].is_certs: "
+                             "https-auth needs the information system's certificates), so the gateway does not start",
     "SslAuthCertNotMatchesOrg": "a provider authentication certificate that does not match the provider member",
     "SslClientCertVerificationError": "an authentication certificate that does not match the member",
     "SslAuthTrustManagerError": "a provider authentication certificate registered for no security server",
@@ -111,16 +113,22 @@ DUMMY_SERVER_PROXY = sorted(k for k, c in CASES.items() if ("server_proxy" in c 
                             or k in ("InvalidContentTypeFromServerProxy", "UnsignedMessageFromServerProxy"))
 NO_SERVER_PROXY = ["ProxyTests.serverProxyConnectionRefused"]
 HTTPS_CLIENT = ["SslNormalMessage"]
+#: cases whose precondition is an edit of the federation (global configuration)
+FEDERATION = ["ServerProxyMaintenanceMode", "SslSelectFastestProxy", "SslSelectFastestProxyNoConnections"]
+#: cases of information-system authentication (the consumer's client with connection https-auth)
+IS_AUTHENTICATION = ["SslClientAuth", "SslClientAuthWrongISCert", "SslClientAuthExpiredISCert"]
 CLIENT_PORT = sorted(set(CASES) - set(NEEDS_CONFIGURATION) - set(SERVER_PROXY_TARGET) - set(DUMMY_SERVER_PROXY)
-                     - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT))
+                     - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT) - set(FEDERATION) - set(IS_AUTHENTICATION))
+MAINTENANCE_MESSAGE = "Maintenance mode is on"
 
 
 def test_every_case_is_run_or_named() -> None:
-    groups = [CLIENT_PORT, SERVER_PROXY_TARGET, DUMMY_SERVER_PROXY, NO_SERVER_PROXY, HTTPS_CLIENT,
-              sorted(NEEDS_CONFIGURATION)]
+    groups = [CLIENT_PORT, SERVER_PROXY_TARGET, DUMMY_SERVER_PROXY, NO_SERVER_PROXY, HTTPS_CLIENT, FEDERATION,
+              IS_AUTHENTICATION, sorted(NEEDS_CONFIGURATION)]
     assert sum(len(g) for g in groups) == len(CASES) == 101
     assert set().union(*map(set, groups)) == set(CASES)
     assert len(DUMMY_SERVER_PROXY) == 11
+    assert len(NEEDS_CONFIGURATION) == 11
 
 
 # --------------------------------------------------------------------------- the case's messages
@@ -238,6 +246,8 @@ class World:
     procs: list[subprocess.Popen[bytes]]
     services: list[dict[str, Any]]
     access: list[str]
+    consumer: subprocess.Popen[bytes] | None = None
+    consumer_config: str = ""  # the consumer's gateway.yaml as the cases other than IS_AUTHENTICATION want it
 
     def gateway(self, name: str) -> dict[str, Any]:
         return next(g for g in self.data["gateways"] if g["name"] == name)
@@ -277,16 +287,32 @@ def _provider_services(backend: str) -> tuple[list[dict[str, Any]], list[str]]:
     return services, allowed
 
 
-def _start_provider(world: World) -> None:
-    gw = world.gateway(sb.PROVIDER)
-    log = open(world.dir / "logs" / "gw-provider-conformance.log", "ab")
+def _start_gateway(world: World, name: str) -> subprocess.Popen[bytes]:
+    """``run -c`` the gateway's ``gateway.yaml``; returns when it is healthy and its relay listens."""
+    gw = world.gateway(name)
+    log = open(world.dir / "logs" / f"{name}-conformance.log", "ab")
     env = {**sb._child_env(Path(gw["token"]["softhsm2_conf"]))}
-    world.provider = subprocess.Popen([*GW, "run", "-c", gw["config"]], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=world.dir, start_new_session=True)
+    proc = subprocess.Popen([*GW, "run", "-c", gw["config"]], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=world.dir, start_new_session=True)
     log.close()
-    world.procs.append(world.provider)
-    _wait(lambda: sb.http_status(gw["health"]) == 200 and sb.tcp_open(gw["address"], sb.SERVER_PORT),
-          "the provider gateway")
+    world.procs.append(proc)
+    ports = [sb.SERVER_PORT, *(int(urllib.parse.urlsplit(gw[k]).port or 0) for k in ("client_http", "client_https"))]
+    _wait(lambda: proc.poll() is None and sb.http_status(gw["health"]) == 200
+          and all(sb.tcp_open(gw["address"], port) for port in ports), f"the {name} gateway")
+    return proc
+
+
+def _start_provider(world: World) -> None:
+    world.provider = _start_gateway(world, sb.PROVIDER)
+
+
+def _restart_consumer(world: World, config: str) -> None:
+    """The consumer with ``config`` as its ``gateway.yaml``."""
+    _stop(world.consumer)
+    gw = world.gateway(sb.CONSUMER)
+    _wait(lambda: not sb.tcp_open(gw["address"], sb.SERVER_PORT), "the consumer's port closing")
+    Path(gw["config"]).write_text(config)
+    world.consumer = _start_gateway(world, sb.CONSUMER)
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -318,8 +344,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         _wait(lambda: sb.tcp_open(host, port), "the conformance backend")
         gw = w.gateway(sb.PROVIDER)
-        record = next(p for p in data["processes"] if p["name"] == sb.PROVIDER)
-        sb.stop_processes([(int(record["pid"]), record["started"])])
+        records = [p for p in data["processes"] if p["name"] in (sb.PROVIDER, sb.CONSUMER)]
+        sb.stop_processes([(int(record["pid"]), record["started"]) for record in records])
+        # The consumer downloads global configuration every second (10 s in the sandbox), so an edit of
+        # the federation (FEDERATION) takes effect within a second or two of its publication.
+        consumer = yaml.safe_load(Path(w.gateway(sb.CONSUMER)["config"]).read_text())
+        consumer["globalconf"]["interval"] = "1s"
+        w.consumer_config = yaml.safe_dump(consumer, allow_unicode=True, sort_keys=False)
+        _restart_consumer(w, w.consumer_config)
         config = yaml.safe_load(Path(gw["config"]).read_text())
         client = next(c for c in config["clients"] if c["id"] == PROVIDER_CLIENT)
         w.services, w.access = _provider_services(w.backend)
@@ -597,19 +629,22 @@ def test_case_through_the_gateways(world: World, case_id: str) -> None:
         case_checks(case, request, answer, world)
 
 
-def _client_cert(directory: Path) -> tuple[Path, Path]:
+def _client_cert(directory: Path, name: str = "is", *, expired: bool = False) -> tuple[Path, Path]:
+    """A self-signed certificate of an information system (``expired``: its validity ended yesterday)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "information system")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"information system {name}")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    key_path, cert_path = directory / "is-key.pem", directory / "is-cert.pem"
+    start, end = ((now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired
+                  else (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)))
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / f"{name}-key.pem", directory / f"{name}-cert.pem"
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -642,6 +677,130 @@ def test_case_straight_to_the_server_proxy(world: World, case_id: str) -> None:
     _request, answer = run_case(case, world, world.gateway(sb.PROVIDER)["server"], _tls_client(tls["cert"],
                                                                                                 tls["key"]))
     assert_outcome(case, answer)
+
+
+# --------------------------------------------------------------------------- global configuration edits
+
+
+def _consumer_shared_params(world: World) -> bytes:
+    path = Path(world.gateway(sb.CONSUMER)["globalconf"]) / sb.INSTANCE / "shared-params.xml"
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _publish(world: World, federation: dict[str, Any]) -> None:
+    """``federation`` as the central's ``federation.yaml``, published at once (``central generate``; the
+    running central re-reads the file at its next generation too); returns when the consumer has
+    installed that configuration."""
+    path = Path(world.data["central"]["federation"])
+    path.write_text(yaml.safe_dump(federation, allow_unicode=True, sort_keys=False))
+    env = sb._child_env(world.dir / "trust" / "hsm" / "softhsm2.conf")
+    out = subprocess.run([*GW, "central", "generate", "-c", str(path)], env=env, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=60)
+    assert out.returncode == 0, out.stderr
+    m = re.match(r"generated (\d+);", out.stdout)
+    assert m is not None, out.stdout
+    published = (Path(federation["output"]) / "V6" / m.group(1) / "shared-params.xml").read_bytes()
+    _wait(lambda: _consumer_shared_params(world) == published, "the consumer's copy of the edited global "
+          "configuration", timeout=20)
+
+
+def _dead_addresses(world: World, count: int) -> list[str]:
+    """Addresses of the sandbox's range that nothing uses: no security server answers there."""
+    net = ipaddress.ip_network(world.data["addresses"])
+    used = {g["address"] for g in world.data["gateways"]} | {urllib.parse.urlsplit(world.backend).hostname}
+    out = [str(h) for h in list(net.hosts())[7:] if str(h) not in used][:count]
+    assert len(out) == count
+    for address in out:
+        assert not sb.tcp_open(address, sb.SERVER_PORT, timeout=0.5), f"{address}:{sb.SERVER_PORT} answers"
+    return out
+
+
+def _federation_for(case_id: str, original: dict[str, Any], world: World) -> dict[str, Any]:
+    """The federation with the case's precondition."""
+    fed: dict[str, Any] = json.loads(json.dumps(original))
+    provider = next(s for s in fed["security_servers"] if s["code"] == sb.PROVIDER)
+    if case_id == "ServerProxyMaintenanceMode":
+        provider["maintenance"] = MAINTENANCE_MESSAGE
+        return fed
+    dead = _dead_addresses(world, 2)
+    owner = provider["owner"]
+    if case_id == "SslSelectFastestProxy":  # also on a server nothing answers for: the live one is faster
+        fed["security_servers"].append({"owner": owner, "code": "gw-dead-1", "address": dead[0],
+                                        "clients": [PROVIDER_CLIENT]})
+    else:  # SslSelectFastestProxyNoConnections: only on servers nothing answers for
+        provider["clients"] = [c for c in provider["clients"] if c != PROVIDER_CLIENT]
+        fed["security_servers"] += [{"owner": owner, "code": f"gw-dead-{i + 1}", "address": address,
+                                     "clients": [PROVIDER_CLIENT]} for i, address in enumerate(dead)]
+    return fed
+
+
+@pytest.fixture(scope="class")
+def federation(world: World) -> Iterator[dict[str, Any]]:
+    """The sandbox's federation description; published again, as it was, after the class's cases."""
+    path = Path(world.data["central"]["federation"])
+    text = path.read_text()
+    original: dict[str, Any] = yaml.safe_load(text)
+    try:
+        yield original
+    finally:
+        _publish(world, original)
+        path.write_text(text)
+
+
+class TestGlobalConfiguration:
+    @pytest.mark.parametrize("case_id", FEDERATION)
+    def test_case_with_edited_federation(self, world: World, federation: dict[str, Any], case_id: str,
+                                         tmp_path: Path) -> None:
+        case = Case(case_id)
+        _publish(world, _federation_for(case_id, federation, world))
+        if case.spec["request"].get("target") == "client_proxy_https":
+            key, cert = _client_cert(tmp_path)
+            request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"],
+                                       _tls_client(cert, key))
+        else:
+            request, answer = run_case(case, world, world.consumer_url)
+        assert_outcome(case, answer)
+        if case.spec["expect"]["result"] == "ok":
+            assert_consistent(case, request, answer, world)
+        elif case_id == "ServerProxyMaintenanceMode":
+            fault = answer.envelope()
+            assert fault is not None
+            assert MAINTENANCE_MESSAGE in (fault.findtext(f".//{{{SOAP_NS}}}Fault/faultstring") or ""), \
+                answer.body[:600]
+
+
+# --------------------------------------------------------------------------- information-system authentication
+
+
+@pytest.fixture(scope="class")
+def consumer_restored(world: World) -> Iterator[None]:
+    """The consumer's configuration as the other cases want it, again after the class's cases."""
+    try:
+        yield
+    finally:
+        _restart_consumer(world, world.consumer_config)
+
+
+class TestInformationSystemAuthentication:
+    @pytest.mark.parametrize("case_id", IS_AUTHENTICATION)
+    def test_case_with_is_authentication(self, world: World, consumer_restored: None, case_id: str,
+                                         tmp_path: Path) -> None:
+        case = Case(case_id)
+        presented = _client_cert(tmp_path, "client", expired=case_id == "SslClientAuthExpiredISCert")
+        registered = _client_cert(tmp_path, "producer")[1] if case_id == "SslClientAuthWrongISCert" else presented[1]
+        config = yaml.safe_load(world.consumer_config)
+        client = next(c for c in config["clients"] if c["id"] == CONSUMER_CLIENT)
+        client["connection"] = "https-auth"
+        client["is_certs"] = [str(registered)]
+        _restart_consumer(world, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        key, cert = presented
+        request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"], _tls_client(cert, key))
+        assert_outcome(case, answer)
+        if case.spec["expect"]["result"] == "ok":
+            assert_consistent(case, request, answer, world)
 
 
 @pytest.fixture(scope="module")
