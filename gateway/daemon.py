@@ -124,6 +124,8 @@ class ComponentContext:
     # The running components' services by name (e.g. "globalconf", "signing"); look them up
     # when needed, not at build time, so a rebuilt component is found.
     peers: Mapping[str, Any] = field(default_factory=dict)
+    # The configuration in force now (it changes on reload; ``config`` is the one built from).
+    current: Callable[[], GatewayConfig] | None = None
     _unregister: list[Callable[[], None]] = field(default_factory=list)
 
     def add_health_check(self, name: str, check: HealthCheck) -> None:
@@ -318,7 +320,8 @@ class GatewayApp:
         await _settle(svc.disownServiceParent())  # type: ignore[no-untyped-call]  # closes the port
 
     def _build(self, component: Component, config: GatewayConfig) -> _Running:
-        context = ComponentContext(self.reactor, config, self.health, self.metrics, self.components_running)
+        context = ComponentContext(self.reactor, config, self.health, self.metrics, self.components_running,
+                                   lambda: self.config)
         try:
             service = component.build(context)
         except Exception:

@@ -280,3 +280,42 @@ def test_100_mb_attachment_streams_in_bounded_memory(sandbox: dict) -> None:
     after = [peak_kib(p) for p in pids]
     for b, a in zip(before, after, strict=True):
         assert a - b < 40 * 1024, (before, after)  # far less than the 100 MB that went through
+
+
+def test_access_rights_change_on_reload(sandbox: dict, tmp_path: Path) -> None:
+    """SIGHUP applies a changed clients: section (access rights) without a restart."""
+    import os
+    import signal
+    import time
+
+    provider = next(g for g in sandbox["gateways"] if g["name"] == "gw-provider")
+    config = Path(provider["config"])
+    original = config.read_text()
+    data = yaml.safe_load(original)
+    example = next(c for c in data["clients"] if c["id"].endswith("/example"))
+    example["access"] = [a for a in example["access"] if "echo" not in a.get("services", [])] + [
+        {"subject": "VN-TEST/GOV/000.00.00.H41/edoc", "services": ["items"]}]
+    try:
+        config.write_text(yaml.safe_dump(data))
+        os.kill(provider["pid"], signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        code = ""
+        while time.monotonic() < deadline:
+            try:
+                code = faultcode(call(consumer(sandbox), envelope())[2])
+            except (AssertionError, OSError):
+                code = ""
+            if code == "Server.ServerProxy.AccessDenied":
+                break
+            time.sleep(0.5)
+        assert code == "Server.ServerProxy.AccessDenied"
+    finally:
+        config.write_text(original)
+        os.kill(provider["pid"], signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, _ct, body = call(consumer(sandbox), envelope())
+        if b"echoResponse" in body:
+            break
+        time.sleep(0.5)
+    assert b"echoResponse" in body

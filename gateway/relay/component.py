@@ -47,7 +47,7 @@ class RelayService(MultiService):
         self.own_ocsp.before_refresh = self._sync_signers
         self.own_ocsp.setServiceParent(self)
         services = _Services(ctx.peers, self.own_ocsp)
-        args = (ctx.reactor, config, services, self.peers, ctx.metrics.registry)
+        args = (ctx.reactor, config, services, self.peers, ctx.metrics.registry, ctx.current)
         self._listeners: list[ListenerService] = []
         if relay.client_http:
             self._add("client_http", relay.client_http, _Site(ClientProxy(*args)))
@@ -152,4 +152,4 @@ def relay_component() -> Component:
         ctx.add_health_check("authentication certificate OCSP", service.own_ocsp.health)
         return service
 
-    return Component(name="relay", build=build, sections=frozenset({"relay", "clients"}), reloadable=False)
+    return Component(name="relay", build=build, sections=frozenset({"relay", "clients"}), reloadable=True)

@@ -139,10 +139,13 @@ class _Base(Resource):
     prefix: tuple[str, ...] = ()
 
     def __init__(self, reactor: Any, config: GatewayConfig, services: Any, peers: Peers,
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, current: Any = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.config = config
+        # Hosted clients, services and rights are looked up in the configuration in force, so a
+        # connection kept alive across a reload answers with the new rights.
+        self._current = current or (lambda: config)
         self._services = services  # the daemon's running components: "globalconf", "signing", "ownocsp"
         self.peers = peers
         self.metrics = relay_metrics(registry)
@@ -389,7 +392,7 @@ class ClientProxy(_Base):
         soap.check_http_method(request.method.decode("ascii", "replace"), prefix=CLIENT)
 
     def _authenticate_is(self, request: Request, client: Any) -> Any:
-        conf = self.config.client(str(client))
+        conf = self._current().client(str(client))
         if conf is None:
             raise XRoadFault("UnknownMember", f"Client '{client}' not found", prefix=SERVER_CLIENTPROXY)
         if conf.connection in ("https", "https-auth") and not request.isSecure():
@@ -730,7 +733,7 @@ class ServerProxy(_Base):
         the client (certificate chain and OCSP), access rights (none for listMethods/allowedMethods; other
         reserved codes are not served), the signature.  Returns (local client, service or None for a
         metaservice, global-group check)."""
-        local = self.config.client(str(service.provider))
+        local = self._current().client(str(service.provider))
         if local is None:
             raise XRoadFault("UnknownMember", f"Client '{service.provider}' not found", prefix=self.prefix)
         self._check_peer(shared, peer_der, client, ocsp_parts)
