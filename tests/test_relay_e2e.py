@@ -314,7 +314,7 @@ def test_access_rights_change_on_reload(sandbox: dict, tmp_path: Path) -> None:
         os.kill(provider["pid"], signal.SIGHUP)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status, _ct, body = call(consumer(sandbox), envelope())
+        _s, _ct, body = call(consumer(sandbox), envelope())
         if b"echoResponse" in body:
             break
         time.sleep(0.5)
