@@ -656,6 +656,10 @@ class ServerProxy(_Base):
     side = "server"
     prefix = SERVER_SERVERPROXY
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._peer_verdicts: dict[tuple[bytes, tuple[bytes, ...], int], float] = {}
+
     def render(self, request: Request) -> int:
         if request.method != b"POST":
             return self._run(request, self._bad_method(request))
@@ -681,6 +685,13 @@ class ServerProxy(_Base):
             raise XRoadFault("SslAuthenticationFailed",
                              f"Client '{client}' is not registered at security server {server.server_id()}",
                              prefix=self.prefix)
+        # The chain and OCSP verdict of a (certificate, OCSP response) pair holds until the response
+        # is no longer fresh: peers send the same response with every message.
+        now = self._now()
+        key = (peer_der, tuple(ocsp_parts), id(shared))
+        good_until = self._peer_verdicts.get(key)
+        if good_until is not None and now.timestamp() < good_until:
+            return
         cert = x509.load_der_x509_certificate(peer_der)
         found = issuer_in_conf(cert, shared)
         if found is None:
@@ -691,13 +702,19 @@ class ServerProxy(_Base):
         last: VdxpError | None = None
         for der in ocsp_parts:
             try:
-                status = p_ocsp.verify_response(der, cert=cert, issuer=issuer, at=self._now(),
-                                                freshness_seconds=float(shared.ocsp_freshness_seconds or 3600),
-                                                trusted_responders=trusted)
+                freshness = float(shared.ocsp_freshness_seconds or 3600)
+                status = p_ocsp.verify_response(der, cert=cert, issuer=issuer, at=now,
+                                                freshness_seconds=freshness, trusted_responders=trusted)
             except VdxpError as exc:
                 last = exc
                 continue
             if status.is_good:
+                until = status.this_update.timestamp() + freshness
+                if status.next_update is not None:
+                    until = min(until, status.next_update.timestamp())
+                if len(self._peer_verdicts) > 1000:
+                    self._peer_verdicts.clear()
+                self._peer_verdicts[key] = min(until, cert.not_valid_after_utc.timestamp())
                 return
             raise XRoadFault("SslAuthenticationFailed", f"the peer's certificate is {status.status}",
                              prefix=self.prefix)
