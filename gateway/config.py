@@ -1075,8 +1075,7 @@ class _Validator:
             seen[raw.id] = index
             if members is not None and raw.id not in member_ids and raw.id not in subsystems:
                 self.problem(f"{where}.id", f"{raw.id} is neither a member nor a declared subsystem of one")
-            if raw.connection == "https-auth" and not raw.is_certs:
-                self.problem(f"{where}.is_certs", "https-auth needs the information system's certificates")
+            # https-auth with no certificates is allowed, as in X-Road: no information system gets in.
             codes: dict[tuple[str, str | None], int] = {}
             services = []
             for s_index, svc in enumerate(raw.services):

@@ -81,7 +81,6 @@ def test_relay_errors_name_their_key_paths(tmp_path: Path) -> None:
     assert "readable by others" in paths["relay.tls.key"]
     assert "does not exist" in paths["relay.tls.cert"]
     assert "neither a member nor a declared subsystem" in paths["clients[0].id"]
-    assert "clients[1].is_certs" in paths
     assert "clients[1].services[0].url" in paths and "clients[1].services[1].code" in paths
     assert "unknown service 'zzz'" in paths["clients[1].access[0].services"]
     assert "unknown local group" in paths["clients[1].access[0].subject"]

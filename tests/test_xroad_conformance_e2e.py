@@ -93,9 +93,6 @@ BAD_HOST_URL = "http://non.existing.site.com.pom/service"
 NEEDS_CONFIGURATION = {
     "SigningFailsInServerProxy": "a provider whose member signing key fails to sign (a broken token/key)",
     "SigningFailsInClientProxy": "a consumer whose member signing key fails to sign (a broken token/key)",
-    "SslClientAuthNoISCert": "the consumer's client with connection https-auth and no IS certificate registered: "
-                             "the configuration refuses https-auth with an empty is_certs (clients[].is_certs: "
-                             "https-auth needs the information system's certificates), so the gateway does not start",
     "SslAuthCertNotMatchesOrg": "a provider authentication certificate that does not match the provider member",
     "SslClientCertVerificationError": "an authentication certificate that does not match the member",
     "SslAuthTrustManagerError": "a provider authentication certificate registered for no security server",
@@ -116,7 +113,8 @@ HTTPS_CLIENT = ["SslNormalMessage"]
 #: cases whose precondition is an edit of the federation (global configuration)
 FEDERATION = ["ServerProxyMaintenanceMode", "SslSelectFastestProxy", "SslSelectFastestProxyNoConnections"]
 #: cases of information-system authentication (the consumer's client with connection https-auth)
-IS_AUTHENTICATION = ["SslClientAuth", "SslClientAuthWrongISCert", "SslClientAuthExpiredISCert"]
+IS_AUTHENTICATION = ["SslClientAuth", "SslClientAuthWrongISCert", "SslClientAuthExpiredISCert",
+                     "SslClientAuthNoISCert"]
 CLIENT_PORT = sorted(set(CASES) - set(NEEDS_CONFIGURATION) - set(SERVER_PROXY_TARGET) - set(DUMMY_SERVER_PROXY)
                      - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT) - set(FEDERATION) - set(IS_AUTHENTICATION))
 MAINTENANCE_MESSAGE = "Maintenance mode is on"
@@ -128,7 +126,7 @@ def test_every_case_is_run_or_named() -> None:
     assert sum(len(g) for g in groups) == len(CASES) == 101
     assert set().union(*map(set, groups)) == set(CASES)
     assert len(DUMMY_SERVER_PROXY) == 11
-    assert len(NEEDS_CONFIGURATION) == 11
+    assert len(NEEDS_CONFIGURATION) == 10
 
 
 # --------------------------------------------------------------------------- the case's messages
@@ -794,7 +792,7 @@ class TestInformationSystemAuthentication:
         config = yaml.safe_load(world.consumer_config)
         client = next(c for c in config["clients"] if c["id"] == CONSUMER_CLIENT)
         client["connection"] = "https-auth"
-        client["is_certs"] = [str(registered)]
+        client["is_certs"] = [] if case_id == "SslClientAuthNoISCert" else [str(registered)]
         _restart_consumer(world, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         key, cert = presented
         request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"], _tls_client(cert, key))
