@@ -411,6 +411,22 @@ class ClientProxy(_Base):
                                  prefix=SERVER_CLIENTPROXY)
         return conf
 
+    async def _outgoing(self, shared: Any, client: Any, provider: Any,
+                        security_server: Any) -> tuple[Any, Any, transport.TransportEncoder, IO[bytes]]:
+        """The provider's server (fastest of those that host it), the client member's signer, and a
+        request encoder whose spool already holds the OCSP responses of our authentication certificate."""
+        target = str(security_server) if security_server else None
+        server = await self.peers.choose(provider_servers(shared, _conf_id(provider), target))
+        signer = await self._signer(str(client.member))
+        encoder = transport.TransportEncoder(transport.Direction.REQUEST)
+        body = _spool()
+        own = self._own_ocsp()
+        auth_cert = _load_cert(self.config.relay.tls.cert)
+        if own is not None and auth_cert is not None:
+            for der in own.responses_for(auth_cert):
+                body.write(encoder.ocsp_response(der))
+        return server, signer, encoder, body
+
     async def _handle(self, request: Request) -> None:
         soap.check_http_method(request.method.decode("ascii", "replace"), prefix=CLIENT)
         action = soap.validate_soap_action(_header(request, "SOAPAction"), prefix=CLIENT)
@@ -432,18 +448,8 @@ class ClientProxy(_Base):
         self._authenticate_is(request, client)
         service = message.header.service
         provider = service.provider
-        target = str(message.header.security_server) if message.header.security_server else None
-        servers = provider_servers(shared, _conf_id(provider), target)
-        server = await self.peers.choose(servers)
-        signer = await self._signer(str(client.member))
-
-        encoder = transport.TransportEncoder(transport.Direction.REQUEST)
-        body = _spool()
-        own = self._own_ocsp()
-        auth_cert = _load_cert(self.config.relay.tls.cert)
-        if own is not None and auth_cert is not None:
-            for der in own.responses_for(auth_cert):
-                body.write(encoder.ocsp_response(der))
+        server, signer, encoder, body = await self._outgoing(shared, client, provider,
+                                                             message.header.security_server)
         part_type = incoming.soap_headers.get("Content-Type") or content_type
         if not incoming.attachments:
             part_type = content_type
@@ -535,16 +541,7 @@ class ClientProxy(_Base):
         assert client is not None
         self._authenticate_is(request, client)
         provider = rest_req.service.provider
-        target = str(rest_req.security_server) if rest_req.security_server else None
-        server = await self.peers.choose(provider_servers(shared, _conf_id(provider), target))
-        signer = await self._signer(str(client.member))
-        encoder = transport.TransportEncoder(transport.Direction.REQUEST)
-        body = _spool()
-        own = self._own_ocsp()
-        auth_cert = _load_cert(self.config.relay.tls.cert)
-        if own is not None and auth_cert is not None:
-            for der in own.responses_for(auth_cert):
-                body.write(encoder.ocsp_response(der))
+        server, signer, encoder, body = await self._outgoing(shared, client, provider, rest_req.security_server)
         body.write(encoder.rest_request(rest_req))
         if _has_body(request.content):
             assert request.content is not None
