@@ -446,6 +446,18 @@ def test_shipped_examples_pass_check_config(example: str, tmp_path: Path) -> Non
         path = tmp_path / tsa["cert"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(_certificate_pem())
+    tls = (data.get("relay") or {}).get("tls") or {}
+    is_certs = [c for client in data.get("clients") or [] for c in client.get("is_certs", [])]
+    for name in [tls.get("cert"), *is_certs]:
+        if name:
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_certificate_pem())
+    if tls.get("key"):
+        path = tmp_path / tls["key"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("key\n")
+        path.chmod(0o600)
     result = run_cli("check-config", "-c", str(tmp_path / "gateway.yaml"), env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: ")
