@@ -319,3 +319,42 @@ def test_access_rights_change_on_reload(sandbox: dict, tmp_path: Path) -> None:
             break
         time.sleep(0.5)
     assert b"echoResponse" in body
+
+
+def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:
+    """faults.dialect: snake gives X-Road 7.8's lower snake_case codes (applied on SIGHUP)."""
+    import os
+    import signal
+    import time
+
+    gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    config = Path(gw["config"])
+    original = config.read_text()
+    data = yaml.safe_load(original)
+    data["faults"] = {"dialect": "snake"}
+    try:
+        config.write_text(yaml.safe_dump(data))
+        os.kill(gw["pid"], signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        code = ""
+        while time.monotonic() < deadline:
+            try:
+                code = faultcode(call(consumer(sandbox), envelope(version="3.1"))[2])
+            except (AssertionError, OSError):
+                code = ""
+            if code == "client.invalid_protocol_version":
+                break
+            time.sleep(0.5)
+        assert code == "client.invalid_protocol_version"
+    finally:
+        config.write_text(original)
+        os.kill(gw["pid"], signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if faultcode(call(consumer(sandbox), envelope(version="3.1"))[2]) == "Client.InvalidProtocolVersion":
+                break
+        except (AssertionError, OSError):
+            pass
+        time.sleep(0.5)
+    assert faultcode(call(consumer(sandbox), envelope(version="3.1"))[2]) == "Client.InvalidProtocolVersion"

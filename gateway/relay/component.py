@@ -152,4 +152,4 @@ def relay_component() -> Component:
         ctx.add_health_check("authentication certificate OCSP", service.own_ocsp.health)
         return service
 
-    return Component(name="relay", build=build, sections=frozenset({"relay", "clients"}), reloadable=True)
+    return Component(name="relay", build=build, sections=frozenset({"relay", "clients", "faults"}), reloadable=True)
