@@ -570,27 +570,34 @@ class Pki:
         return revoked
 
 
+def _key_usage(
+    *,
+    digital_signature: bool = False,
+    content_commitment: bool = False,
+    key_encipherment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    """A KeyUsage extension with the named bits set and every other bit clear."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=content_commitment,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _profile_extensions(
     profile: Profile, csr: x509.CertificateSigningRequest
 ) -> list[tuple[x509.ExtensionType, bool]]:
-    def ku(
-        *, digital_signature: bool = False, content_commitment: bool = False, key_encipherment: bool = False
-    ) -> x509.KeyUsage:
-        return x509.KeyUsage(
-            digital_signature=digital_signature,
-            content_commitment=content_commitment,
-            key_encipherment=key_encipherment,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        )
-
     if profile == "auth":
         exts: list[tuple[x509.ExtensionType, bool]] = [
-            (ku(digital_signature=True, key_encipherment=True), True),
+            (_key_usage(digital_signature=True, key_encipherment=True), True),
             (
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
                 False,
@@ -610,14 +617,14 @@ def _profile_extensions(
             exts.append((x509.SubjectAlternativeName(names), False))
         return exts
     if profile == "sign":
-        return [(ku(digital_signature=True, content_commitment=True), True)]
+        return [(_key_usage(digital_signature=True, content_commitment=True), True)]
     if profile == "tsa":
         return [
-            (ku(digital_signature=True), True),
+            (_key_usage(digital_signature=True), True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
         ]
     return [
-        (ku(digital_signature=True), True),
+        (_key_usage(digital_signature=True), True),
         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), True),
         (x509.OCSPNoCheck(), False),
     ]
@@ -644,17 +651,7 @@ def _ca_cert(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -723,17 +720,7 @@ def init_pki(
         .not_valid_after(when + timedelta(days=OCSP_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(digital_signature=True),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=True)
