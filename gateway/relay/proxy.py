@@ -411,6 +411,23 @@ class ClientProxy(_Base):
                                  prefix=SERVER_CLIENTPROXY)
         return conf
 
+    async def _exchange(self, server: Any, headers: Any, body: IO[bytes], make_decoder: Any) -> Collected:
+        """POST the signed request ``body`` to the provider's gateway ``server`` and collect its answer.
+
+        ``body`` is closed either way; so is a partly collected answer when the exchange fails.
+        """
+        got = Collected()
+        try:
+            await _send(self.peers.http, self.peers.server_url(server), headers, body,
+                        self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
+                        SERVER_CLIENTPROXY, got)
+        except BaseException:
+            got.close()
+            raise
+        finally:
+            body.close()
+        return got
+
     async def _outgoing(self, shared: Any, client: Any, provider: Any,
                         security_server: Any) -> tuple[Any, Any, transport.TransportEncoder, IO[bytes]]:
         """The provider's server (fastest of those that host it), the client member's signer, and a
@@ -470,13 +487,7 @@ class ClientProxy(_Base):
         def make_decoder(h: transport.TransportHeaders) -> Any:
             return transport.TransportDecoder.from_headers(h, transport.Direction.RESPONSE)
 
-        got = Collected()
-        try:
-            await _send(self.peers.http, self.peers.server_url(server), headers, body,
-                        self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
-                        SERVER_CLIENTPROXY, got)
-        finally:
-            body.close()
+        got = await self._exchange(server, headers, body, make_decoder)
         response, attachments, end = got.message, got.attachments, got.end
         try:
             if got.fault_raw is not None:
@@ -558,13 +569,7 @@ class ClientProxy(_Base):
             return transport.TransportDecoder(h.content_type, transport.Direction.RESPONSE, h.hash_algorithm,
                                               rest=True)
 
-        got = Collected()
-        try:
-            await _send(self.peers.http, self.peers.server_url(server), headers, body,
-                        self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
-                        SERVER_CLIENTPROXY, got)
-        finally:
-            body.close()
+        got = await self._exchange(server, headers, body, make_decoder)
         response = got.message.response if got.message is not None else None
         out = got.body if got.body is not None else _spool()
         end = got.end
