@@ -116,6 +116,8 @@ def test_errors_are_one_coded_line(initialised: tuple[dict[str, str], Path]) -> 
 
 def test_token_vanishing_and_returning_recovers_without_restart(initialised: tuple[dict[str, str], Path]) -> None:
     env, d = initialised
+    # A key of its own, so the test does not depend on the keys an earlier test generated.
+    gw(env, "key", "generate", *tok(d), "--usage", "sign", "--member", "VN-TEST/GOV/000.00.00.G33")
     script = textwrap.dedent("""
         import hashlib, shutil, sys, time
         from pathlib import Path
