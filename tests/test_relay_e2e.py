@@ -35,18 +35,28 @@ def envelope(*, client_code: str = "000.00.00.H41", client_sub: str = "edoc", se
 <s:Body><m:{service} xmlns:m="http://example.org/"><text>{text}</text></m:{service}></s:Body></s:Envelope>""".encode()
 
 
+def sandbox_up(directory: Path) -> tuple[dict, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`vdxp-gateway sandbox up` into ``directory`` on a random 127.x.y.z/28: its sandbox.json and the range."""
+    net = ipaddress.ip_network(f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{16 * random.randint(0, 15)}"
+                               "/28")
+    out = subprocess.run([*GW, "sandbox", "up", str(directory), "--addresses", str(net), "--quiet"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return json.loads((directory / "sandbox.json").read_text()), net
+
+
+def sandbox_down(directory: Path) -> None:
+    subprocess.run([*GW, "sandbox", "down", str(directory)], capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     d = tmp_path_factory.mktemp("relay-sandbox") / "sb"
-    net = ipaddress.ip_network(f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/28")
-    out = subprocess.run([*GW, "sandbox", "up", str(d), "--addresses", str(net), "--quiet"], capture_output=True,
-                         text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    data = json.loads((d / "sandbox.json").read_text())
+    data, _net = sandbox_up(d)
     try:
         yield data
     finally:
-        subprocess.run([*GW, "sandbox", "down", str(d)], capture_output=True, timeout=60)
+        sandbox_down(d)
 
 
 def call(url: str, body: bytes, content_type: str = "text/xml; charset=utf-8", method: str = "POST",

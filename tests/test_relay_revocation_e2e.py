@@ -5,9 +5,6 @@ port 5577 and refuses its answer once the CA says it is revoked."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import json
-import random
 import subprocess
 import sys
 import time
@@ -19,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.test_relay_e2e import call, consumer, envelope, faultcode
+from tests.test_relay_e2e import call, consumer, envelope, faultcode, sandbox_down, sandbox_up
 
 GW = [sys.executable, "-m", "gateway"]
 
@@ -27,14 +24,11 @@ GW = [sys.executable, "-m", "gateway"]
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     d = tmp_path_factory.mktemp("revocation-sandbox") / "sb"
-    net = ipaddress.ip_network(f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.0/28")
-    out = subprocess.run([*GW, "sandbox", "up", str(d), "--addresses", str(net), "--quiet"], capture_output=True,
-                         text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
+    data, _net = sandbox_up(d)
     try:
-        yield json.loads((d / "sandbox.json").read_text())
+        yield data
     finally:
-        subprocess.run([*GW, "sandbox", "down", str(d)], capture_output=True, timeout=60)
+        sandbox_down(d)
 
 
 def test_revoked_provider_certificate_is_refused_by_the_consumer(sandbox: dict) -> None:

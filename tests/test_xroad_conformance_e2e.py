@@ -41,7 +41,6 @@ import hashlib
 import http.client
 import ipaddress
 import json
-import random
 import re
 import secrets
 import ssl
@@ -60,6 +59,7 @@ import yaml
 from lxml import etree
 
 from gateway import sandbox as sb
+from tests.test_relay_e2e import sandbox_down, sandbox_up
 
 HERE = Path(__file__).resolve().parent
 SOAP_DIR = HERE / "vectors" / "xroad" / "soap-messages"
@@ -327,12 +327,7 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     d = tmp_path_factory.mktemp("conformance") / "sb"
-    net = ipaddress.ip_network(f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{16 * random.randint(0, 15)}"
-                               "/28")
-    out = subprocess.run([*GW, "sandbox", "up", str(d), "--addresses", str(net), "--quiet"], capture_output=True,
-                         text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    data = json.loads((d / "sandbox.json").read_text())
+    data, net = sandbox_up(d)
     host = str(next(net.hosts()))
     port = sb.free_port(host, set())
     backend = subprocess.Popen([sys.executable, str(HERE / "conformance_backend.py"), "service", host, str(port)],
@@ -361,7 +356,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         for proc in reversed(w.procs):
             _stop(proc)
-        subprocess.run([*GW, "sandbox", "down", str(d)], capture_output=True, timeout=60)
+        sandbox_down(d)
 
 
 # --------------------------------------------------------------------------- calling and judging
