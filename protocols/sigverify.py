@@ -41,6 +41,7 @@ import base64
 import binascii
 import hashlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,7 @@ __all__ = [
     "SignatureDocument",
     "SignedPart",
     "SignerId",
+    "VerificationCache",
     "VerifiedSignature",
     "parse_signature_document",
     "verify_signature",
@@ -770,7 +772,7 @@ def _authorised(responder: x509.Certificate, issuer: x509.Certificate, trust: _T
 
 
 def _verify_one_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, trust: _Trust, at: datetime,
-                     freshness: float, max_future: float) -> ocsp.OcspStatus:
+                     freshness: float, max_future: float, bounds: list[datetime] | None = None) -> ocsp.OcspStatus:
     response = x509_ocsp.load_der_ocsp_response(der)
     single = _single_for(response, cert, issuer)
     if single is None:  # pragma: no cover - the caller selected a matching response
@@ -792,6 +794,10 @@ def _verify_one_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificat
     if next_update is not None and next_update < at:
         raise _validation_info(f"OCSP nextUpdate is too old, atDate: {at.isoformat()} "
                                f"nextUpdate: {next_update.isoformat()}")
+    if bounds is not None:  # until when the same answer holds (see VerificationCache)
+        bounds.extend([responder.not_valid_after_utc, this_update + timedelta(seconds=freshness)])
+        if next_update is not None:
+            bounds.append(next_update)
     names = {x509_ocsp.OCSPCertStatus.GOOD: "good", x509_ocsp.OCSPCertStatus.REVOKED: "revoked"}
     status = names.get(single.certificate_status, "unknown")
     reason = single.revocation_reason.value if single.revocation_reason is not None else None
@@ -802,7 +808,8 @@ def _verify_one_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificat
 
 
 def _verify_ocsp(path: Sequence[x509.Certificate], trust: _Trust, responses: Sequence[bytes], at: datetime,
-                 freshness: float, max_future: float) -> tuple[ocsp.OcspStatus, ...]:
+                 freshness: float, max_future: float,
+                 bounds: list[datetime] | None = None) -> tuple[ocsp.OcspStatus, ...]:
     """X-Road's ``CertChainVerifier.verifyOcspResponses`` + ``OcspVerifier.verifyValidityAndStatus``."""
     loaded = [(der, x509_ocsp.load_der_ocsp_response(der)) for der in responses]
     out: list[ocsp.OcspStatus] = []
@@ -813,7 +820,7 @@ def _verify_ocsp(path: Sequence[x509.Certificate], trust: _Trust, responses: Seq
             raise CertificateError(f"unable to find OCSP response for certificate {_name(cert)}",
                                    code="cert.ocsp_missing", xroad_code="InvalidCertPath.CertValidation")
         try:
-            status = _verify_one_ocsp(der, cert, issuer, trust, at, freshness, max_future)
+            status = _verify_one_ocsp(der, cert, issuer, trust, at, freshness, max_future, bounds)
         except (ValueError, TypeError) as exc:
             raise _validation_info(f"OCSP response for {_name(cert)} cannot be used: {exc}") from exc
         if not status.is_good:
@@ -822,6 +829,103 @@ def _verify_ocsp(path: Sequence[x509.Certificate], trust: _Trust, responses: Seq
                                    xroad_code="InvalidCertPath.CertValidation")
         out.append(status)
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- the verification cache
+
+
+class VerificationCache:
+    """What a gateway need not verify again in message after message from the same peer.
+
+    Every message of a member carries the same signing certificate, extra certificates and OCSP
+    responses until the OCSP responses are refreshed, and the shared parameters change only with a
+    new global configuration.  Cached, each under a key of exactly its inputs:
+
+    * the approved-CA index of a shared-parameters object;
+    * the member a signing certificate names through its CA's profile, for a signer;
+    * the certificate path and OCSP outcome for (parameters, signing certificate, extra
+      certificates, OCSP responses, freshness), reused for validation times from the first success
+      until the earliest of: a certificate of the path or an OCSP responder's certificate expiring,
+      an OCSP response's thisUpdate + freshness or its nextUpdate, and ``max_age_seconds`` after the
+      first success.
+
+    Failures are never cached (a bad signature costs the full verification every time); parameters
+    are held by reference, so a key of a replaced parameters object never matches a new one.
+    Bounded (least recently used out first).  Not thread-safe: one per reactor.
+    """
+
+    def __init__(self, max_entries: int = 1024, max_age_seconds: float = 300.0) -> None:
+        self.max_entries = max_entries
+        self.max_age = timedelta(seconds=max_age_seconds)
+        self._entries: OrderedDict[tuple[object, ...], tuple[SharedParameters, object]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _get(self, key: tuple[object, ...], conf: SharedParameters) -> object | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not conf:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def _put(self, key: tuple[object, ...], conf: SharedParameters, value: object) -> None:
+        self._entries[key] = (conf, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def trust(self, conf: SharedParameters) -> _Trust:
+        key = ("trust", id(conf))
+        found = self._get(key, conf)
+        if isinstance(found, _Trust):
+            return found
+        trust = _Trust(conf, None)
+        self._put(key, conf, trust)
+        return trust
+
+    def member(self, conf: SharedParameters, signer: SignerId, cert: x509.Certificate,
+               extra: Sequence[x509.Certificate], profile_resolver: ProfileResolver) -> MemberId:
+        key = ("member", id(conf), signer.instance, signer.member_class, signer.member_code, _der(cert),
+               *(_der(c) for c in extra))
+        found = self._get(key, conf)
+        if isinstance(found, MemberId):
+            self.hits += 1
+            return found
+        self.misses += 1
+        ca = _find_ca(self.trust(conf), cert, extra)
+        member = _verify_signer_name(signer, cert, ca, profile_resolver)
+        self._put(key, conf, member)
+        return member
+
+    def chain(self, conf: SharedParameters, cert: x509.Certificate, extra: Sequence[x509.Certificate],
+              responses: Sequence[bytes], when: datetime, freshness: float, max_future: float,
+              ) -> tuple[list[x509.Certificate], ApprovedCa, tuple[ocsp.OcspStatus, ...]]:
+        key = ("chain", id(conf), _der(cert), tuple(_der(c) for c in extra), tuple(responses), freshness, max_future)
+        found = self._get(key, conf)
+        if isinstance(found, _ChainOutcome) and found.since <= when <= found.until:
+            self.hits += 1
+            return found.path, found.ca, found.statuses
+        self.misses += 1
+        trust = self.trust(conf)
+        path, ca = _build_path(trust, cert, extra)
+        _check_path(path, when)
+        bounds: list[datetime] = [c.not_valid_after_utc for c in path[:-1]]
+        statuses = _verify_ocsp(path, trust, responses, when, freshness, max_future, bounds)
+        until = min([*bounds, when + self.max_age])
+        self._put(key, conf, _ChainOutcome(path, ca, statuses, when, until))
+        return path, ca, statuses
+
+
+@dataclass(frozen=True)
+class _ChainOutcome:
+    path: list[x509.Certificate]
+    ca: ApprovedCa
+    statuses: tuple[ocsp.OcspStatus, ...]
+    since: datetime
+    until: datetime
 
 
 # --------------------------------------------------------------------------- the verifier
@@ -845,6 +949,7 @@ def verify_signature(
     profile_resolver: ProfileResolver = _default_profiles,
     verify_schema: bool = True,
     ocsp_max_future_seconds: float | None = None,
+    cache: VerificationCache | None = None,
 ) -> VerifiedSignature:
     """Verify an X-Road signature document made by ``signer`` (its member part) at time ``at``.
 
@@ -858,7 +963,9 @@ def verify_signature(
     ``profile_resolver`` maps a ``certificateProfileInfo`` class name to a profile (default:
     Basic and FiVRK).  ``at`` may be None only when the verification fails before the
     certificate chain step (as X-Road's tests do).  ``ocsp_max_future_seconds`` bounds how far
-    after ``at`` an OCSP thisUpdate may lie (None: unbounded, as X-Road).
+    after ``at`` an OCSP thisUpdate may lie (None: unbounded, as X-Road).  ``cache`` remembers
+    the certificate steps between calls (see :class:`VerificationCache`; not used with a custom
+    ``ca_lookup`` or ``profile_resolver``).
 
     Returns :class:`VerifiedSignature`; raises ``SignatureError`` or ``CertificateError``.
     """
@@ -877,9 +984,14 @@ def verify_signature(
     # 3. signing certificate
     cert = _signing_cert(doc)
     # 4. signer name through the approved CA's certificate profile
-    trust = _Trust(conf, ca_lookup)
-    ca = _find_ca(trust, cert, _lenient_extra_certs(doc))
-    member = _verify_signer_name(signer, cert, ca, profile_resolver)
+    if ca_lookup is not None or profile_resolver is not _default_profiles:
+        cache = None
+    trust = cache.trust(conf) if cache is not None else _Trust(conf, ca_lookup)
+    if cache is not None:
+        member = cache.member(conf, signer, cert, _lenient_extra_certs(doc), profile_resolver)
+    else:
+        ca = _find_ca(trust, cert, _lenient_extra_certs(doc))
+        member = _verify_signer_name(signer, cert, ca, profile_resolver)
     # 5. signature value, then the references
     parsed = ParsedSignature(root=doc.root, signature=doc.signature, signed_info=doc.signed_info,
                              c14n_method=doc.c14n_method, mechanism=SIGNATURE_ALGORITHMS[doc.signature_method][0],
@@ -905,11 +1017,14 @@ def verify_signature(
         raise SignatureError("no validation time given for the certificate chain",
                              code="signature.no_validation_time", xroad_code="InternalError")
     when = _utc(at)
-    path, ca = _build_path(trust, cert, extra)
-    _check_path(path, when)
-    statuses = _verify_ocsp(path, trust, responses, when, float(conf.ocsp_freshness_seconds),
-                            _NO_FUTURE_CHECK_SECONDS if ocsp_max_future_seconds is None
-                            else ocsp_max_future_seconds)
+    max_future = _NO_FUTURE_CHECK_SECONDS if ocsp_max_future_seconds is None else ocsp_max_future_seconds
+    if cache is not None:
+        path, ca, statuses = cache.chain(conf, cert, extra, responses, when, float(conf.ocsp_freshness_seconds),
+                                         max_future)
+    else:
+        path, ca = _build_path(trust, cert, extra)
+        _check_path(path, when)
+        statuses = _verify_ocsp(path, trust, responses, when, float(conf.ocsp_freshness_seconds), max_future)
     return VerifiedSignature(member=member, signing_cert=cert, chain=tuple(path), ca=ca, ocsp=statuses,
                              signing_time=_signing_time(doc), references=uris, batch=batch)
 

@@ -42,6 +42,7 @@ from protocols.gconf.params import (
 from protocols.hashchain import SHA512_URI, build_batch
 from protocols.sigverify import (
     SignedPart,
+    VerificationCache,
     VerifiedSignature,
     parse_signature_document,
     verify_signature,
@@ -727,3 +728,86 @@ def test_timestamp_manifests(pki: Pki) -> None:
     _verify(pki, good)
     bad = good.replace(digest.encode(), base64.b64encode(b"\0" * 64))
     _fails("signature.manifest_invalid", "InvalidReference", lambda: _verify(pki, bad))
+
+
+# --------------------------------------------------------------------------- the verification cache
+
+
+def test_cache_gives_the_same_result_and_skips_the_certificate_steps(pki: Pki) -> None:
+    conf = _conf(pki)
+    cache = VerificationCache()
+    first = _verify(pki, _sign(pki), conf=conf, cache=cache)
+    assert (cache.hits, cache.misses) == (0, 2)  # the signer's member, then the path and OCSP
+    again = _verify(pki, _sign(pki), conf=conf, cache=cache, at=NOW + timedelta(seconds=30))
+    assert (cache.hits, cache.misses) == (2, 2)
+    assert (again.member, again.chain, again.ca, again.ocsp) == (first.member, first.chain, first.ca, first.ocsp)
+
+
+def test_cache_never_spares_the_signature_value_or_references(pki: Pki) -> None:
+    conf = _conf(pki)
+    cache = VerificationCache()
+    _verify(pki, _sign(pki), conf=conf, cache=cache)
+    root = etree.fromstring(_sign(pki))
+    sv = root.find(".//{http://www.w3.org/2000/09/xmldsig#}SignatureValue")
+    assert sv is not None and sv.text
+    raw = bytearray(base64.b64decode(sv.text))
+    raw[10] ^= 1
+    sv.text = base64.b64encode(bytes(raw)).decode()
+    _fails("signature.value_invalid", "InvalidSignatureValue",
+           lambda: _verify(pki, etree.tostring(root), conf=conf, cache=cache))
+    other = [SignedPart("/message.xml", digest=hashlib.sha512(b"<Envelope>other</Envelope>").digest())]
+    _fails("signature.value_invalid", "InvalidSignatureValue",
+           lambda: _verify(pki, _sign(pki), conf=conf, cache=cache, parts=other))
+
+
+def test_cache_expires_with_ocsp_freshness_and_next_update(pki: Pki) -> None:
+    conf = _conf(pki, freshness=600)
+    cache = VerificationCache()
+    responses = [_ocsp_for(pki.sign_cert, pki.ca, pki.ca_key, this_update=NOW - timedelta(seconds=60),
+                           next_update=NOW + timedelta(seconds=300))]
+    sig = _sign(pki, ocsp_responses=responses)
+    _verify(pki, sig, conf=conf, cache=cache)
+    _verify(pki, sig, conf=conf, cache=cache, at=NOW + timedelta(seconds=299))  # still within nextUpdate
+    _fails("cert.ocsp_invalid", "InvalidCertPath.IncorrectValidationInfo",
+           lambda: _verify(pki, sig, conf=conf, cache=cache, at=NOW + timedelta(seconds=301)))
+    fresh = [_ocsp_for(pki.sign_cert, pki.ca, pki.ca_key, this_update=NOW - timedelta(seconds=60))]
+    sig = _sign(pki, ocsp_responses=fresh)
+    _verify(pki, sig, conf=conf, cache=cache)
+    _fails("cert.ocsp_invalid", "InvalidCertPath.IncorrectValidationInfo",
+           lambda: _verify(pki, sig, conf=conf, cache=cache, at=NOW + timedelta(seconds=541)))
+    # a validation time before the first success is verified afresh, never taken from the cache
+    misses = cache.misses
+    _verify(pki, sig, conf=conf, cache=cache, at=NOW - timedelta(seconds=10))
+    assert cache.misses == misses + 1
+
+
+def test_cache_keys_on_the_parameters_and_the_signer(pki: Pki) -> None:
+    cache = VerificationCache()
+    sig = _sign(pki)
+    _verify(pki, sig, conf=_conf(pki), cache=cache)
+    other_ca = _make_pki()
+    # new parameters (a new global configuration) whose CA of the same name did not issue the certificate
+    _fails("cert.path_unbuildable", "CannotCreateCertPath",
+           lambda: _verify(pki, sig, conf=_conf(other_ca), cache=cache))
+    conf = _conf(pki)
+    _verify(pki, sig, conf=conf, cache=cache)
+    _fails("signature.signer_mismatch", "IncorrectCertificate",
+           lambda: _verify(pki, sig, conf=conf, cache=cache, signer=ClientId("VN", "GOV", "000.00.00.G22")))
+
+
+def test_cache_revoked_is_not_remembered_as_good(pki: Pki) -> None:
+    conf = _conf(pki)
+    cache = VerificationCache()
+    revoked = _sign(pki, ocsp_responses=[_ocsp_for(pki.sign_cert, pki.ca, pki.ca_key, status="revoked")])
+    for _ in range(2):
+        _fails("cert.revoked", "InvalidCertPath.CertValidation", lambda: _verify(pki, revoked, conf=conf, cache=cache))
+    assert cache.hits == 1  # the signer's member only
+
+
+def test_cache_is_bounded(pki: Pki) -> None:
+    conf = _conf(pki)
+    cache = VerificationCache(max_entries=3)
+    for minutes in range(1, 6):
+        responses = [_ocsp_for(pki.sign_cert, pki.ca, pki.ca_key, this_update=NOW - timedelta(minutes=minutes))]
+        _verify(pki, _sign(pki, ocsp_responses=responses), conf=conf, cache=cache)
+    assert len(cache) == 3

@@ -150,6 +150,8 @@ class _Base(Resource):
         self.peers = peers
         self.metrics = relay_metrics(registry)
         self.dialect = Dialect.SNAKE if config.faults.dialect == "snake" else Dialect.CAMEL
+        # Certificate paths, OCSP outcomes and signer names already verified for a peer's messages.
+        self.verification_cache = sigverify.VerificationCache()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._reactor.seconds(), UTC)
@@ -518,7 +520,7 @@ class ClientProxy(_Base):
         try:
             sigverify.verify_signature(end.signature, signer=_conf_id(signer), conf=shared, at=self._now(),
                                        parts=parts, hash_chain_result=end.hash_chain_result,
-                                       hash_chain=end.hash_chain)
+                                       hash_chain=end.hash_chain, cache=self.verification_cache)
         except VdxpError as exc:
             code = exc.xroad_code or "InvalidSignatureValue"
             raise XRoadFault(code, exc.message, prefix=SERVER_CLIENTPROXY) from None
@@ -771,7 +773,7 @@ class ServerProxy(_Base):
         try:
             sigverify.verify_signature(end.signature, signer=_conf_id(client.member), conf=shared, at=self._now(),
                                        parts=parts, hash_chain_result=end.hash_chain_result,
-                                       hash_chain=end.hash_chain)
+                                       hash_chain=end.hash_chain, cache=self.verification_cache)
         except VdxpError as exc:
             raise XRoadFault(exc.xroad_code or "InvalidSignatureValue", exc.message, prefix=self.prefix) from None
         return local, svc, in_group
