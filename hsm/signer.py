@@ -97,6 +97,7 @@ class MessageSigner:
         # without batching, preparing the next signature while the token works pays.
         self.pipeline_depth = pipeline_depth or (1 if batch_signing else 2)
         self.operations = 0  # private-key operations made (for metrics and tests)
+        self._gather: Any = None  # the pending end-of-turn call that starts a batch
         # Called after every batch with (messages, seconds, result code or "ok").
         self._observer = observer
 
@@ -113,8 +114,17 @@ class MessageSigner:
             raise VdxpError(f"part digests must be {self.hash_name} ({size} bytes)", code="signer.digest_invalid")
         d: Deferred[SignedMessage] = Deferred()
         self._queue.append(_Request(tuple(parts), d, self._reactor.seconds()))
-        self._pump()
+        if self.max_batch == 1:
+            self._pump()
+        elif self._gather is None:
+            # Requests made in the same reactor turn (a burst of messages read together) go into
+            # one batch rather than the first alone and the rest in the next operation.
+            self._gather = self._reactor.callLater(0, self._gathered)
         return d
+
+    def _gathered(self) -> None:
+        self._gather = None
+        self._pump()
 
     def _pump(self) -> None:
         """Start batches while the pipeline has room: one batch is prepared while another is signed."""
