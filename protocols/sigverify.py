@@ -841,6 +841,9 @@ class VerificationCache:
     responses until the OCSP responses are refreshed, and the shared parameters change only with a
     new global configuration.  Cached, each under a key of exactly its inputs:
 
+    * a signature document whose schema, signing certificate, signature value and time-stamp
+      manifests verified (a batch signature comes with every message of its batch; the hash chain
+      and the references are verified for each message);
     * the approved-CA index of a shared-parameters object;
     * the member a signing certificate names through its CA's profile, for a signer;
     * the certificate path and OCSP outcome for (parameters, signing certificate, extra
@@ -854,10 +857,12 @@ class VerificationCache:
     Bounded (least recently used out first).  Not thread-safe: one per reactor.
     """
 
-    def __init__(self, max_entries: int = 1024, max_age_seconds: float = 300.0) -> None:
+    def __init__(self, max_entries: int = 1024, max_age_seconds: float = 300.0, max_documents: int = 64) -> None:
         self.max_entries = max_entries
         self.max_age = timedelta(seconds=max_age_seconds)
         self._entries: OrderedDict[tuple[object, ...], tuple[SharedParameters, object]] = OrderedDict()
+        self._documents: OrderedDict[bytes, _DocumentOutcome] = OrderedDict()
+        self.max_documents = max_documents
         self.hits = 0
         self.misses = 0
 
@@ -876,6 +881,18 @@ class VerificationCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def document(self, signature_xml: bytes) -> _DocumentOutcome | None:
+        found = self._documents.get(signature_xml)
+        if found is not None:
+            self.hits += 1
+            self._documents.move_to_end(signature_xml)
+        return found
+
+    def keep_document(self, signature_xml: bytes, outcome: _DocumentOutcome) -> None:
+        self._documents[signature_xml] = outcome
+        while len(self._documents) > self.max_documents:
+            self._documents.popitem(last=False)
 
     def trust(self, conf: SharedParameters) -> _Trust:
         key = ("trust", id(conf))
@@ -917,6 +934,18 @@ class VerificationCache:
         until = min([*bounds, when + self.max_age])
         self._put(key, conf, _ChainOutcome(path, ca, statuses, when, until))
         return path, ca, statuses
+
+
+@dataclass(frozen=True)
+class _DocumentOutcome:
+    """A signature document whose schema, signing certificate, signature value and time-stamp
+    manifests verified (all it needs besides the message parts, the signer and the time)."""
+
+    doc: SignatureDocument
+    cert: x509.Certificate
+    lenient: list[x509.Certificate]
+    extra: list[x509.Certificate]
+    responses: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -969,10 +998,18 @@ def verify_signature(
 
     Returns :class:`VerifiedSignature`; raises ``SignatureError`` or ``CertificateError``.
     """
-    doc = parse_signature_document(signature_xml)
-    # 1. schema
-    if verify_schema:
-        _validate_schema(doc)
+    if ca_lookup is not None or profile_resolver is not _default_profiles:
+        cache = None
+    # A batch signature arrives with every message of its batch: what depends on the document alone
+    # was checked with the first of them.
+    seen = cache.document(signature_xml) if cache is not None and verify_schema else None
+    if seen is None:
+        doc = parse_signature_document(signature_xml)
+        # 1. schema
+        if verify_schema:
+            _validate_schema(doc)
+    else:
+        doc = seen.doc
     by_name: dict[str, SignedPart] = {}
     for part in parts:
         by_name.setdefault(part.name, part)
@@ -982,13 +1019,12 @@ def verify_signature(
         assert hash_chain_result is not None
         _verify_hash_chain(hash_chain_result, hash_chain, by_name, hash_chain_resolver)
     # 3. signing certificate
-    cert = _signing_cert(doc)
+    cert = _signing_cert(doc) if seen is None else seen.cert
     # 4. signer name through the approved CA's certificate profile
-    if ca_lookup is not None or profile_resolver is not _default_profiles:
-        cache = None
     trust = cache.trust(conf) if cache is not None else _Trust(conf, ca_lookup)
     if cache is not None:
-        member = cache.member(conf, signer, cert, _lenient_extra_certs(doc), profile_resolver)
+        lenient = _lenient_extra_certs(doc) if seen is None else seen.lenient
+        member = cache.member(conf, signer, cert, lenient, profile_resolver)
     else:
         ca = _find_ca(trust, cert, _lenient_extra_certs(doc))
         member = _verify_signer_name(signer, cert, ca, profile_resolver)
@@ -999,20 +1035,27 @@ def verify_signature(
                              signature_value=_b64(doc.signature.findtext(_DS + "SignatureValue"),
                                                   "ds:SignatureValue"),
                              signing_cert=cert, references=())
-    try:
-        verify_signature_value(parsed)
-    except SignatureError as exc:
-        if exc.xroad_code == "InvalidSignatureValue":
-            raise _invalid_value("signature is not valid") from exc
-        raise
-    except (ValueError, TypeError) as exc:  # e.g. a key size the signature value does not fit
-        raise _invalid_value(f"signature is not valid: {exc}") from exc
+    if seen is None:
+        try:
+            verify_signature_value(parsed)
+        except SignatureError as exc:
+            if exc.xroad_code == "InvalidSignatureValue":
+                raise _invalid_value("signature is not valid") from exc
+            raise
+        except (ValueError, TypeError) as exc:  # e.g. a key size the signature value does not fit
+            raise _invalid_value(f"signature is not valid: {exc}") from exc
     uris = _check_references(doc, by_name, hash_chain_result)
-    # 6. time-stamp manifests
-    _verify_timestamp_manifests(doc)
-    # 7. certificate chain and OCSP
-    extra = _extra_certs(doc)
-    responses = _ocsp_responses(doc)
+    if seen is None:
+        # 6. time-stamp manifests
+        _verify_timestamp_manifests(doc)
+        # 7. certificate chain and OCSP
+        extra = _extra_certs(doc)
+        responses = _ocsp_responses(doc)
+        if cache is not None and verify_schema:
+            cache.keep_document(signature_xml, _DocumentOutcome(doc, cert, _lenient_extra_certs(doc), extra,
+                                                                responses))
+    else:
+        extra, responses = seen.extra, seen.responses
     if at is None:
         raise SignatureError("no validation time given for the certificate chain",
                              code="signature.no_validation_time", xroad_code="InternalError")

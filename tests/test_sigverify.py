@@ -739,7 +739,7 @@ def test_cache_gives_the_same_result_and_skips_the_certificate_steps(pki: Pki) -
     first = _verify(pki, _sign(pki), conf=conf, cache=cache)
     assert (cache.hits, cache.misses) == (0, 2)  # the signer's member, then the path and OCSP
     again = _verify(pki, _sign(pki), conf=conf, cache=cache, at=NOW + timedelta(seconds=30))
-    assert (cache.hits, cache.misses) == (2, 2)
+    assert (cache.hits, cache.misses) == (3, 2)  # the same document (same bytes), member, path and OCSP
     assert (again.member, again.chain, again.ca, again.ocsp) == (first.member, first.chain, first.ca, first.ocsp)
 
 
@@ -801,7 +801,7 @@ def test_cache_revoked_is_not_remembered_as_good(pki: Pki) -> None:
     revoked = _sign(pki, ocsp_responses=[_ocsp_for(pki.sign_cert, pki.ca, pki.ca_key, status="revoked")])
     for _ in range(2):
         _fails("cert.revoked", "InvalidCertPath.CertValidation", lambda: _verify(pki, revoked, conf=conf, cache=cache))
-    assert cache.hits == 1  # the signer's member only
+    assert cache.hits == 2  # the document and the signer's member: the OCSP outcome is verified again
 
 
 def test_cache_is_bounded(pki: Pki) -> None:
@@ -811,3 +811,37 @@ def test_cache_is_bounded(pki: Pki) -> None:
         responses = [_ocsp_for(pki.sign_cert, pki.ca, pki.ca_key, this_update=NOW - timedelta(minutes=minutes))]
         _verify(pki, _sign(pki, ocsp_responses=responses), conf=conf, cache=cache)
     assert len(cache) == 3
+
+
+def test_cache_verifies_each_message_of_a_batch(pki: Pki) -> None:
+    messages = [f"<m>{i}</m>".encode() for i in range(3)]
+    sig, batch = _batch(pki, messages)
+    conf = _conf(pki)
+    cache = VerificationCache()
+    for i, m in enumerate(messages):
+        parts = [SignedPart("/message.xml", digest=hashlib.sha512(m).digest())]
+        _verify(pki, sig, conf=conf, cache=cache, parts=parts, hash_chain_result=batch.result_xml,
+                hash_chain=batch.chains[i])
+    assert cache.hits == 3 * 2  # documents, members and chains of the 2nd and 3rd message
+    # the document is remembered, yet a message outside the batch or another chain still fails
+    parts = [SignedPart("/message.xml", digest=hashlib.sha512(b"<m>other</m>").digest())]
+    _fails("signature.hash_chain_invalid", "MalformedSignature.InvalidHashChain",
+           lambda: _verify(pki, sig, conf=conf, cache=cache, parts=parts, hash_chain_result=batch.result_xml,
+                           hash_chain=batch.chains[0]))
+    # a batch of other messages whose chain holds up: the signature does not cover its result
+    _, other = _batch(pki, [b"<m>x</m>", b"<m>y</m>"])
+    parts = [SignedPart("/message.xml", digest=hashlib.sha512(b"<m>x</m>").digest())]
+    _fails("signature.value_invalid", "InvalidSignatureValue",
+           lambda: _verify(pki, sig, conf=conf, cache=cache, parts=parts, hash_chain_result=other.result_xml,
+                           hash_chain=other.chains[0]))
+    # a tampered copy of the document is a different document: verified in full, and it fails
+    root = etree.fromstring(sig)
+    value = root.find(".//{http://www.w3.org/2000/09/xmldsig#}SignatureValue")
+    assert value is not None and value.text
+    value.text = "AAAA" + value.text[4:]
+    tampered = etree.tostring(root)
+    assert tampered != sig
+    parts = [SignedPart("/message.xml", digest=hashlib.sha512(messages[0]).digest())]
+    with pytest.raises(VdxpError):
+        _verify(pki, tampered, conf=conf, cache=cache, parts=parts, hash_chain_result=batch.result_xml,
+                hash_chain=batch.chains[0])
