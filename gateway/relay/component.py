@@ -22,7 +22,14 @@ from gateway.relay.tls import ServerTls
 
 
 class _Site(Site):
+    """Bodies are never parsed as HTML forms: a relay passes them on as they are (twisted.web would
+    read a whole ``multipart/form-data`` body into memory, and parse the content type of every POST
+    with the slow ``email`` package)."""
+
     noisy = False
+
+    def __init__(self, resource: Any) -> None:
+        super().__init__(resource, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]
 
     def log(self, request: object) -> None:
         pass
