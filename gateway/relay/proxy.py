@@ -20,7 +20,9 @@ Every failure is an X-Road fault with a UUID in its detail, logged with that UUI
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import os
 import secrets
 import tempfile
 import time
@@ -403,10 +405,9 @@ class ClientProxy(_Base):
                              prefix=SERVER_CLIENTPROXY)
         if conf.connection == "https-auth":
             cert = request.transport.getPeerCertificate() if request.transport else None  # type: ignore[attr-defined]
-            allowed = {p.read_bytes() for p in conf.is_certs}
             der = cert.to_cryptography().public_bytes(serialization.Encoding.DER) if cert is not None else b""
-            allowed_der = {x509.load_pem_x509_certificate(a).public_bytes(serialization.Encoding.DER)
-                           for a in allowed}
+            allowed_der = {c.public_bytes(serialization.Encoding.DER)
+                           for c in map(_load_cert, conf.is_certs) if c is not None}
             if der not in allowed_der:
                 raise XRoadFault("SslAuthenticationFailed",
                                  f"Client ({client}) TLS certificate does not match any IS certificates",
@@ -646,12 +647,20 @@ class Collected:
 
 
 def _load_cert(path: Any) -> x509.Certificate | None:
+    """The first certificate of a PEM file; parsed again only when the file changed."""
     if path is None:
         return None
     try:
-        return x509.load_pem_x509_certificates(path.read_bytes())[0]
+        st = os.stat(path)
+        return _parse_cert_file(str(path), st.st_mtime_ns, st.st_size, st.st_ino)
     except (OSError, ValueError):
         return None
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_cert_file(path: str, _mtime_ns: int, _size: int, _ino: int) -> x509.Certificate:
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificates(f.read())[0]
 
 
 class ServerProxy(_Base):
