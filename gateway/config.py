@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from hsm.config import KeyRef, PinSource, TokenSpec
 from protocols.errors import UsageError
@@ -55,6 +55,7 @@ __all__ = [
     "ListenersConfig",
     "LoggingConfig",
     "MemberConfig",
+    "MessageLogConfig",
     "OcspConfig",
     "Problem",
     "RelayConfig",
@@ -95,6 +96,7 @@ SECTIONS = (
     "globalconf",
     "relay",
     "clients",
+    "message_log",
 )
 # Sections the daemon itself applies on SIGHUP; components may declare more.
 RELOADABLE_SECTIONS = frozenset({"logging", "listeners", "health"})
@@ -180,6 +182,13 @@ def _member_id(value: str) -> str:
     return value
 
 
+def _subsystem_id(value: str) -> str:
+    member, _slash, subsystem = value.rpartition("/")
+    if not member or not _MEMBER_RE.match(member) or not _IDENT_RE.match(subsystem):
+        raise ValueError(f"{value!r} is not a subsystem id INSTANCE/CLASS/CODE/SUBSYSTEM")
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -207,6 +216,7 @@ class _Model(BaseModel):
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
 MemberId = Annotated[str, AfterValidator(_member_id)]
+SubsystemId = Annotated[str, AfterValidator(_subsystem_id)]
 
 
 class _Server(_Model):
@@ -306,6 +316,16 @@ class _Logging(_Model):
 
 class _Faults(_Model):
     dialect: Literal["camel", "snake"] = "camel"
+
+
+class _MessageLog(_Model):
+    enabled: bool = True
+    body_logging: bool = True
+    body_logging_exceptions: list[SubsystemId] = []
+    max_loggable_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    oversize: Literal["reject", "truncate"] = "reject"
+    synchronous: Literal["full", "normal"] = "full"
+    timeout: Duration = 10.0
 
 
 class _GlobalConf(_Model):
@@ -464,6 +484,30 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class MessageLogConfig:
+    """The message log: every signed request and response, written before it is passed on.
+
+    ``body_logging`` on or off for all; ``body_logging_exceptions`` lists the subsystems
+    (``INSTANCE/CLASS/CODE/SUBSYSTEM``) of services whose messages are logged the other way.
+    Bodies (SOAP attachments, REST bodies) above ``max_loggable_body_bytes`` are refused
+    (``oversize: reject``) or stored cut to that size and marked truncated (``truncate``).
+    ``synchronous`` is SQLite's: ``full`` syncs every commit to disk, ``normal`` only at
+    checkpoints (survives a crash of the process, not a power loss).  ``timeout`` bounds one write.
+    """
+
+    enabled: bool = True
+    body_logging: bool = True
+    body_logging_exceptions: tuple[str, ...] = ()
+    max_loggable_body_bytes: int = 10 * 1024 * 1024
+    oversize: Literal["reject", "truncate"] = "reject"
+    synchronous: Literal["full", "normal"] = "full"
+    timeout_seconds: float = 10.0
+
+    def logs_body(self, service_subsystem: str) -> bool:
+        return self.body_logging != (service_subsystem in self.body_logging_exceptions)
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     ok_cache_seconds: float = 2.0
     failure_cache_seconds: float = 30.0
@@ -594,6 +638,7 @@ class GatewayConfig:
     )
     relay: RelayConfig = field(default_factory=RelayConfig)
     clients: tuple[ClientConfig, ...] = ()
+    message_log: MessageLogConfig = field(default_factory=MessageLogConfig)
 
     def client(self, client_id: str) -> ClientConfig | None:
         return next((c for c in self.clients if c.id == client_id), None)
@@ -773,6 +818,7 @@ class _Validator:
         database = self.database(data.get("database"), state_dir)
         logging = self.simple(_Logging, data.get("logging"), "logging")
         faults = self.simple(_Faults, data.get("faults"), "faults")
+        mlog = self.simple(_MessageLog, data.get("message_log"), "message_log")
         health = self.simple(_Health, data.get("health"), "health")
         gconf = self.simple(_GlobalConf, data.get("globalconf"), "globalconf")
         relay = self.relay(data.get("relay"))
@@ -783,7 +829,7 @@ class _Validator:
         assert server is not None and tokens is not None and auth_key is not None and members is not None
         assert tsa is not None and ocsp is not None and listeners is not None and database is not None
         assert logging is not None and faults is not None and health is not None and gconf is not None
-        assert relay is not None
+        assert relay is not None and mlog is not None
         return GatewayConfig(
             source=source,
             server=server,
@@ -796,6 +842,11 @@ class _Validator:
             database=database,
             logging=LoggingConfig(format=logging.format, level=logging.level),
             faults=FaultsConfig(dialect=faults.dialect),
+            message_log=MessageLogConfig(
+                enabled=mlog.enabled, body_logging=mlog.body_logging,
+                body_logging_exceptions=tuple(mlog.body_logging_exceptions),
+                max_loggable_body_bytes=mlog.max_loggable_body_bytes, oversize=mlog.oversize,
+                synchronous=mlog.synchronous, timeout_seconds=mlog.timeout),
             health=HealthConfig(
                 ok_cache_seconds=health.ok_cache,
                 failure_cache_seconds=health.failure_cache,

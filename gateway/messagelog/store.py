@@ -1,0 +1,311 @@
+"""The message log store: every signed request and response, with its signature and hash chain.
+
+A record is written *before* its message is passed on (to the provider, the service or the
+information system); a message that cannot be logged is refused with an X-Road
+``LoggingFailed`` fault, never passed on unlogged.  The schema follows X-Road's ``logrecord``
+(message, signature, hash chain and result, signature hash, client and service, query id,
+``X-Road-Request-Id``, time-stamp reference, archived flag) with the attachments (SOAP
+attachments, REST bodies) in 1 MiB chunks so that no message has to be held whole in memory.
+Time-stamps (``tsrecord``) are written by the timestamper; the archiver sets ``archived``.
+
+The same schema serves SQLite and PostgreSQL (:mod:`gateway.store.db`); its versions are the
+:data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from twisted.logger import Logger
+
+from gateway.config import MessageLogConfig
+from gateway.store.db import Database, DatabaseError, Migration
+from protocols.errors import VdxpError
+
+__all__ = [
+    "CHUNK",
+    "MIGRATIONS",
+    "LogEntry",
+    "LoggingFailed",
+    "MessageLog",
+    "StoredRecord",
+]
+
+CHUNK = 1 << 20
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "message log: records, attachments, time-stamps", (
+        """CREATE TABLE tsrecord (
+            id {id},
+            created_at {real} NOT NULL,
+            tsa_url TEXT NOT NULL,
+            hash_chain_result {blob} NOT NULL,
+            token {blob} NOT NULL
+        )""",
+        """CREATE TABLE logrecord (
+            id {id},
+            created_at {real} NOT NULL,
+            side TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            query_id TEXT NOT NULL,
+            x_request_id TEXT,
+            client TEXT NOT NULL,
+            service TEXT NOT NULL,
+            signer TEXT NOT NULL,
+            message {blob} NOT NULL,
+            body_logged INTEGER NOT NULL,
+            message_size {bigint} NOT NULL,
+            attachments INTEGER NOT NULL,
+            attachments_size {bigint} NOT NULL,
+            truncated INTEGER NOT NULL,
+            signature {blob} NOT NULL,
+            signature_hash TEXT NOT NULL,
+            hash_chain {blob},
+            hash_chain_result {blob},
+            timestamp_id {bigint} REFERENCES tsrecord(id),
+            ts_hash_chain {blob},
+            archived INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX logrecord_query_id ON logrecord (query_id)",
+        "CREATE INDEX logrecord_unstamped ON logrecord (id) WHERE timestamp_id IS NULL",
+        "CREATE INDEX logrecord_unarchived ON logrecord (id) WHERE archived = 0",
+        """CREATE TABLE logattachment (
+            record_id {bigint} NOT NULL REFERENCES logrecord(id) ON DELETE CASCADE,
+            part INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            content_type TEXT NOT NULL,
+            data {blob} NOT NULL,
+            PRIMARY KEY (record_id, part, seq)
+        )""",
+    )),
+)
+
+
+class LoggingFailed(VdxpError):
+    """The message could not be logged (so it must not be passed on); ``xroad_code`` is the
+    fault code under the side's prefix: ``LoggingFailed`` + a sub-code."""
+
+    code = "mlog.failed"
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One signed message as it is logged.
+
+    ``message`` is the SOAP envelope (or the REST message head as signed); ``attachments`` are
+    ``(content type, file)`` pairs read from their start in 1 MiB chunks (SOAP attachments, or the
+    REST body); ``service_subsystem`` decides body logging; ``signer`` is the member whose key
+    made ``signature``.
+    """
+
+    side: Literal["client", "server"]
+    direction: Literal["request", "response"]
+    protocol: Literal["soap", "rest"]
+    query_id: str
+    client: str
+    service: str
+    service_subsystem: str
+    signer: str
+    message: bytes
+    signature: bytes
+    hash_chain: bytes | None = None
+    hash_chain_result: bytes | None = None
+    x_request_id: str | None = None
+    attachments: Sequence[tuple[str, IO[bytes]]] = field(default=())
+    stripped_message: bytes | None = None  # the message without its body, when bodies are not logged
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    id: int
+    created_at: float
+    side: str
+    direction: str
+    protocol: str
+    query_id: str
+    x_request_id: str | None
+    client: str
+    service: str
+    signer: str
+    message: bytes
+    body_logged: bool
+    message_size: int
+    attachments: int
+    attachments_size: int
+    truncated: bool
+    signature: bytes
+    signature_hash: str
+    hash_chain: bytes | None
+    hash_chain_result: bytes | None
+    timestamp_id: int | None
+    archived: bool
+
+
+_SELECT = ("SELECT id, created_at, side, direction, protocol, query_id, x_request_id, client, service, signer, "
+           "message, body_logged, message_size, attachments, attachments_size, truncated, signature, signature_hash, "
+           "hash_chain, hash_chain_result, timestamp_id, archived FROM logrecord ")
+
+
+def signature_hash(signature_xml: bytes) -> str:
+    """X-Road's ``signaturehash``: base64 of the SHA-512 of the signature document (the
+    timestamper's hash chain inputs)."""
+    return base64.b64encode(hashlib.sha512(signature_xml).digest()).decode("ascii")
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter("vdxp_messagelog_records", "Messages written to the message log.",
+                               ["side", "direction", "result"], registry=registry)
+        self.seconds = Histogram("vdxp_messagelog_write_seconds", "Time to write one message log record.",
+                                 registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0))
+        self.bytes = Counter("vdxp_messagelog_bytes", "Bytes of messages and attachments logged.", registry=registry)
+
+
+class MessageLog:
+    """Writes and reads log records through a :class:`gateway.store.db.Database`."""
+
+    log = Logger()
+
+    def __init__(self, db: Database, settings: MessageLogConfig, registry: CollectorRegistry,
+                 clock: Any) -> None:
+        self.db = db
+        self.settings = settings
+        self._clock = clock
+        self.metrics = _Metrics(registry)
+        self.last_failure: str | None = None  # for the health check
+        self.failures = 0
+
+    async def start(self) -> int:
+        """Bring the schema up to date; its version."""
+        return await self.db.migrate(MIGRATIONS)
+
+    async def write(self, entry: LogEntry) -> int:
+        """Log ``entry`` durably; its record id.  Raises :class:`LoggingFailed` (with the X-Road
+        sub-code) when it cannot, after which the caller must not pass the message on."""
+        started = time.monotonic()
+        body = self.settings.logs_body(entry.service_subsystem)
+        limit = self.settings.max_loggable_body_bytes
+        sizes = [_size(f) for _ct, f in entry.attachments]
+        truncated = False
+        if body and any(s > limit for s in sizes):
+            if self.settings.oversize == "reject":
+                self._count(entry, "too_large")
+                raise LoggingFailed(f"Message size exceeds maximum loggable size ({limit} bytes)",
+                                    code="mlog.too_large", xroad_code="LoggingFailed")
+            truncated = True
+        message = entry.message if body else (entry.stripped_message or b"")
+        now = self._clock.seconds()
+        sig_hash = signature_hash(entry.signature)
+
+        def insert(conn: Any) -> int:
+            cur = conn.cursor()
+            cur.execute(self.db.sql(
+                "INSERT INTO logrecord (created_at, side, direction, protocol, query_id, x_request_id, client, "
+                "service, signer, message, body_logged, message_size, attachments, attachments_size, truncated, "
+                "signature, signature_hash, hash_chain, hash_chain_result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
+                (now, entry.side, entry.direction, entry.protocol, entry.query_id, entry.x_request_id, entry.client,
+                 entry.service, entry.signer, message, int(body), len(entry.message), len(entry.attachments),
+                 sum(sizes), int(truncated), entry.signature, sig_hash, entry.hash_chain, entry.hash_chain_result))
+            record_id = int(cur.fetchone()[0])
+            if body:
+                for part, (content_type, f) in enumerate(entry.attachments, 1):
+                    _copy_chunks(cur, self.db.sql(
+                        "INSERT INTO logattachment (record_id, part, seq, content_type, data) VALUES (?, ?, ?, ?, ?)"),
+                        record_id, part, content_type, f, limit)
+            return record_id
+
+        try:
+            record_id = await self.db.run(insert, timeout=self.settings.timeout_seconds)
+        except DatabaseError as exc:
+            self.failures += 1
+            self.last_failure = f"{exc.code}: {exc.message}"
+            self._count(entry, exc.code.replace("db.", ""))
+            self.log.error("message log write failed ({code}): {error}", code=exc.code, error=exc.message)
+            raise LoggingFailed(f"Cannot log the message: {exc.message}", code="mlog.database",
+                                xroad_code="LoggingFailed.DatabaseError") from None
+        self.last_failure = None
+        self._count(entry, "ok")
+        self.metrics.seconds.observe(time.monotonic() - started)
+        self.metrics.bytes.inc(len(message) + (sum(min(s, limit) for s in sizes) if body else 0))
+        return record_id
+
+    def _count(self, entry: LogEntry, result: str) -> None:
+        self.metrics.records.labels(side=entry.side, direction=entry.direction, result=result).inc()
+
+    async def records(self, query_id: str | None = None, *, limit: int = 1000) -> list[StoredRecord]:
+        """Records (all, or of one query id), oldest first."""
+        def select(conn: Any) -> list[StoredRecord]:
+            cur = conn.cursor()
+            if query_id is None:
+                cur.execute(self.db.sql(_SELECT + "ORDER BY id LIMIT ?"), (limit,))
+            else:
+                cur.execute(self.db.sql(_SELECT + "WHERE query_id = ? ORDER BY id LIMIT ?"), (query_id, limit))
+            return [_record(row) for row in cur.fetchall()]
+
+        return await self.db.run(select)
+
+    async def attachment(self, record_id: int, part: int) -> tuple[str, bytes] | None:
+        """One attachment of a record, whole (for tests and small exports; the archiver streams)."""
+        def select(conn: Any) -> tuple[str, bytes] | None:
+            cur = conn.cursor()
+            cur.execute(self.db.sql("SELECT content_type, data FROM logattachment WHERE record_id = ? AND part = ? "
+                                    "ORDER BY seq"), (record_id, part))
+            rows = cur.fetchall()
+            if not rows:
+                return None
+            return str(rows[0][0]), b"".join(bytes(r[1]) for r in rows)
+
+        return await self.db.run(select)
+
+    def health(self) -> tuple[bool, str]:
+        if self.last_failure is not None:
+            return False, f"message log: {self.last_failure}"
+        return True, "message log writable"
+
+
+def _size(f: IO[bytes]) -> int:
+    position = f.tell()
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(position)
+    return size
+
+
+def _copy_chunks(cur: Any, sql: str, record_id: int, part: int, content_type: str, f: IO[bytes],
+                 limit: int) -> None:
+    """Copy ``f`` (from its start, at most ``limit`` bytes) into chunk rows; ``f`` is left at its start."""
+    f.seek(0)
+    left = limit
+    seq = 0
+    try:
+        while left > 0:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                break
+            cur.execute(sql, (record_id, part, seq, content_type, chunk))
+            seq += 1
+            left -= len(chunk)
+        if seq == 0:
+            cur.execute(sql, (record_id, part, 0, content_type, b""))
+    finally:
+        f.seek(0)
+
+
+def _record(row: Sequence[Any]) -> StoredRecord:
+    return StoredRecord(
+        id=int(row[0]), created_at=float(row[1]), side=row[2], direction=row[3], protocol=row[4], query_id=row[5],
+        x_request_id=row[6], client=row[7], service=row[8], signer=row[9], message=bytes(row[10]),
+        body_logged=bool(row[11]), message_size=int(row[12]), attachments=int(row[13]),
+        attachments_size=int(row[14]), truncated=bool(row[15]), signature=bytes(row[16]), signature_hash=row[17],
+        hash_chain=bytes(row[18]) if row[18] is not None else None,
+        hash_chain_result=bytes(row[19]) if row[19] is not None else None,
+        timestamp_id=int(row[20]) if row[20] is not None else None, archived=bool(row[21]))

@@ -1,0 +1,1 @@
+"""Storage behind one interface (SQLite and PostgreSQL): see :mod:`gateway.store.db`."""
