@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "tsa",
     "ocsp",
     "conf",
+    "log",
     "central",
     "demo",
     "sandbox",
