@@ -165,10 +165,11 @@ def standard_components() -> tuple[Component, ...]:
     ``listeners`` and ``members``.
     """
     from gateway.globalconf.component import globalconf_component
+    from gateway.messagelog.component import messagelog_component
     from gateway.relay.component import relay_component
     from gateway.signing import signing_component
 
-    return (globalconf_component(), signing_component(), relay_component())
+    return (globalconf_component(), signing_component(), messagelog_component(), relay_component())
 
 
 # ---------------------------------------------------------------------------

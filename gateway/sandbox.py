@@ -500,6 +500,9 @@ def _gateway_config(plan: _Plan, spec: GatewaySpec, token: Token, example_url: s
                     "chain": [str(plan.dir / "pki" / "intermediate.pem")]},
         },
         "clients": [client],
+        # Every message is logged (state/gateway.db); bodies over 10 MiB are kept cut to that size
+        # rather than refused, so large test attachments still go through the sandbox.
+        "message_log": {"oversize": "truncate"},
     }
 
 

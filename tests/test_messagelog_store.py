@@ -42,11 +42,18 @@ def _entry(**kw: Any) -> LogEntry:
 
 
 class _Clock:
+    """The reactor, but with a fixed time for the records."""
+
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
 
     def seconds(self) -> float:
         return self.now
+
+    def callLater(self, delay: float, fn: Any, *args: Any) -> Any:
+        from twisted.internet import reactor
+
+        return reactor.callLater(delay, fn, *args)
 
 
 async def _open(kind: str, tmp_path: Path, pg_dsn: str | None) -> Database:
@@ -106,6 +113,23 @@ async def test_records_and_chunked_attachments_round_trip(kind: str, tmp_path: P
         assert await log.attachment(record_id, 3) is None
         assert len(await log.records()) == 3
         assert log.metrics.records.labels(side="client", direction="request", result="ok")._value.get() == 2
+    finally:
+        await log.db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_writes_share_transactions(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from twisted.internet import defer
+
+    log = await _log(kind, tmp_path, request)
+    try:
+        ids = await defer.gatherResults([defer.Deferred.fromCoroutine(log.write(_entry(query_id=f"q{i}")))
+                                         for i in range(50)])
+        assert sorted(ids) == ids and len(set(ids)) == 50
+        assert [r.query_id for r in await log.records()] == [f"q{i}" for i in range(50)]
+        samples = {s.name: s.value for m in log.metrics.batch.collect() for s in m.samples}
+        assert (samples["vdxp_messagelog_batch_records_sum"], samples["vdxp_messagelog_batch_records_count"]) \
+            == (50, 1)  # one transaction for the burst
     finally:
         await log.db.close()
 

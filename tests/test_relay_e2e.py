@@ -74,6 +74,15 @@ def consumer(sb: dict) -> str:
     return next(g["client_http"] for g in sb["gateways"] if g["name"] == "gw-consumer")
 
 
+def _log_rows(sb: dict, gateway: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of a gateway's message log (its SQLite database, read while the gateway runs)."""
+    import sqlite3
+
+    path = Path(sb["dir"]) / gateway / "state" / "gateway.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        return [tuple(r) for r in db.execute(sql, params).fetchall()]
+
+
 def faultcode(body: bytes) -> str:
     root = etree.fromstring(body)
     code = root.find(".//faultcode")
@@ -88,6 +97,40 @@ def test_soap_call_is_relayed_signed_and_verified(sandbox: dict) -> None:
     assert root.find(".//{http://example.org/}echoResponse/text").text == "Chào thế giới"
     assert root.find(".//x:id", NS).text == "q-1"
     assert root.find(".//x:requestHash", NS) is not None  # set by the provider gateway, checked by the consumer
+
+
+def test_every_message_is_logged_on_both_sides(sandbox: dict) -> None:
+    """Both gateways log the request and the response, signed, before passing them on."""
+    import base64
+    import hashlib
+
+    status, _ctype, body = call(consumer(sandbox), envelope(text="ghi nhật ký", qid="log-soap-1"))
+    assert status == 200, body
+    for name, side, signers in (("gw-consumer", "client", ("VN-TEST/GOV/000.00.00.H41", "VN-TEST/GOV/000.00.00.G22")),
+                                ("gw-provider", "server", ("VN-TEST/GOV/000.00.00.H41", "VN-TEST/GOV/000.00.00.G22"))):
+        rows = _log_rows(sandbox, name, "SELECT side, direction, protocol, client, service, signer, message, "
+                                        "signature, signature_hash, body_logged, x_request_id FROM logrecord "
+                                        "WHERE query_id = ? ORDER BY id", ("log-soap-1",))
+        assert [(r[0], r[1], r[2], r[5]) for r in rows] == [(side, "request", "soap", signers[0]),
+                                                          (side, "response", "soap", signers[1])], name
+        request, response = rows
+        assert request[3] == "VN-TEST/GOV/000.00.00.H41/edoc" and request[4] == "VN-TEST/GOV/000.00.00.G22/example/echo"
+        assert "ghi nhật ký".encode() in request[6] and b"echoResponse" in response[6]
+        for r in rows:
+            assert r[7].startswith(b"<") and b"SignatureValue" in r[7] and r[9] == 1
+            assert r[8] == base64.b64encode(hashlib.sha512(r[7]).digest()).decode()
+        assert request[10] and request[10] == response[10]  # one X-Road-Request-Id for the exchange
+    # REST: the body goes to the log as the first attachment
+    payload = json.dumps({"nhật ký": True}).encode()
+    status, _headers, _body = rest(sandbox, "items", method="POST", body=payload,
+                                  headers={"Content-Type": "application/json", "X-Road-Id": "log-rest-1"})
+    assert status in (200, 201)
+    for name in ("gw-consumer", "gw-provider"):
+        rows = _log_rows(sandbox, name, "SELECT r.direction, r.protocol, a.content_type, a.data FROM logrecord r "
+                                        "JOIN logattachment a ON a.record_id = r.id WHERE r.protocol = 'rest' "
+                                        "AND a.data = ? ORDER BY r.id", (payload,))
+        assert [(r[0], r[1], r[2]) for r in rows][-2:] == [("request", "rest", "application/json"),
+                                                           ("response", "rest", "application/json")], name
 
 
 def test_attachments_travel_both_ways(sandbox: dict) -> None:
@@ -290,6 +333,11 @@ def test_100_mb_attachment_streams_in_bounded_memory(sandbox: dict) -> None:
     after = [peak_kib(p) for p in pids]
     for b, a in zip(before, after, strict=True):
         assert a - b < 40 * 1024, (before, after)  # far less than the 100 MB that went through
+    # logged on both sides under the sandbox's policy: cut to 10 MiB, the full size recorded
+    for name in ("gw-consumer", "gw-provider"):
+        rows = _log_rows(sandbox, name, "SELECT direction, attachments_size, truncated FROM logrecord "
+                                        "WHERE attachments_size >= ?", (size,))
+        assert sorted(rows) == [("request", size, 1), ("response", size, 1)], (name, rows)
 
 
 def _reload_until(pid: int, probe: Callable[[], str], wanted: str, timeout: float = 30.0) -> str:
@@ -340,6 +388,51 @@ def test_access_rights_change_on_reload(sandbox: dict, tmp_path: Path) -> None:
         config.write_text(original)
         answer = _reload_until(provider["pid"], echo_answer, "echoResponse")
     assert answer == "echoResponse"
+
+
+def test_a_message_that_cannot_be_logged_is_refused_and_logging_recovers(sandbox: dict) -> None:
+    """The provider's message log moved to PostgreSQL (a reload), with the database down: every
+    request is refused with LoggingFailed and never reaches the service; once PostgreSQL is up the
+    next request goes through, logged there, with no restart."""
+    from pgcluster import pg_cluster
+
+    provider = next(g for g in sandbox["gateways"] if g["name"] == "gw-provider")
+    config = Path(provider["config"])
+    original = config.read_text()
+    service_log = Path(sandbox["dir"]) / "logs" / "example.log"
+
+    def served() -> int:
+        return service_log.read_text(errors="replace").count("POST /soap")
+
+    def echo_fault() -> str:
+        return faultcode(call(consumer(sandbox), envelope(qid="db-down"))[2])
+
+    with pg_cluster() as cluster:
+        data = yaml.safe_load(original)
+        data["database"] = {"url": str(cluster)}
+        cluster.stop()
+        try:
+            config.write_text(yaml.safe_dump(data))
+            code = _reload_until(provider["pid"], echo_fault, "Server.ServerProxy.LoggingFailed.DatabaseError")
+            assert code == "Server.ServerProxy.LoggingFailed.DatabaseError"
+            before = served()
+            status, _ctype, body = call(consumer(sandbox), envelope(qid="db-down-2"))
+            assert faultcode(body) == "Server.ServerProxy.LoggingFailed.DatabaseError", body
+            assert served() == before  # refused before the service was called
+            cluster.start()
+            status, _ctype, body = call(consumer(sandbox), envelope(qid="db-up", text="sau sự cố"))
+            assert status == 200 and b"echoResponse" in body, body
+            import psycopg
+
+            with psycopg.connect(str(cluster)) as db:
+                rows = db.execute("SELECT side, direction FROM logrecord WHERE query_id = 'db-up' ORDER BY id"
+                                  ).fetchall()
+            assert rows == [("server", "request"), ("server", "response")]
+        finally:
+            config.write_text(original)
+            answer = _reload_until(provider["pid"], lambda: faultcode(call(consumer(sandbox), envelope())[2])
+                                   if b"Fault" in call(consumer(sandbox), envelope())[2] else "ok", "ok")
+    assert answer == "ok"
 
 
 def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:

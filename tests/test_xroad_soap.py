@@ -50,6 +50,7 @@ from protocols.xroad.soap import (
     parse_soap,
     set_request_hash,
     validate_soap_action,
+    without_body,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -634,3 +635,18 @@ def test_dialect_names() -> None:
     assert Dialect.parse("7.7") is Dialect.CAMEL and Dialect.parse("SNAKE") is Dialect.SNAKE
     with pytest.raises(ValueError):
         Dialect.parse("7.9")
+
+
+def test_without_body_keeps_the_headers_for_the_message_log() -> None:
+    header = SoapHeader(client=ClientId("VN", "GOV", "000.00.00.H41", "edoc"),
+                        service=ServiceId("VN", "GOV", "000.00.00.G22", "example", "echo"), query_id="q-7")
+    body = etree.fromstring(b'<m:echo xmlns:m="http://example.org/"><text>b\xc3\xad m\xe1\xba\xadt</text></m:echo>')
+    raw = build_message(header, body)
+    stripped = without_body(raw)
+    assert "bí mật".encode() in raw and "bí mật".encode() not in stripped and b"echo" not in stripped.split(b"Body")[1]
+    message = parse_soap(raw)
+    # the X-Road header survives, the body is empty
+    root = etree.fromstring(stripped)
+    assert root.find(".//{http://x-road.eu/xsd/xroad.xsd}id").text == message.header.query_id == "q-7"
+    assert len(root.find("{http://schemas.xmlsoap.org/soap/envelope/}Body")) == 0
+    assert without_body(b"<not-soap/>") == b"" and without_body(b"<<<") == b""

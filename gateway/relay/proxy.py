@@ -26,9 +26,9 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -39,6 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from gateway.config import GatewayConfig
+from gateway.messagelog.store import LogEntry, LoggingFailed
 from gateway.ownocsp import issuer_in_conf
 from gateway.ownocsp import sha1_hex as _sha1_hex
 from gateway.relay import metaservices
@@ -157,6 +158,33 @@ class _Base(Resource):
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._reactor.seconds(), UTC)
+
+    async def _log_message(self, direction: Literal["request", "response"], protocol: Literal["soap", "rest"],
+                           query_id: str, client: Any, service: Any, signer: str, message: bytes, end: Any,
+                           attachments: Sequence[tuple[str, IO[bytes]]] = (), x_request_id: str | None = None,
+                           ) -> None:
+        """Write the message to the message log before it is passed on; a message that cannot be
+        logged is refused with ``LoggingFailed`` under this side's prefix.  ``end`` holds the
+        signature and hash chain parts (a received ``MessageEnd`` or a ``SignedMessage``)."""
+        service_log = self._services.get("messagelog")
+        if service_log is None or not hasattr(service_log, "write"):
+            if not self._current().message_log.enabled:
+                return  # message logging is off (message_log.enabled: false)
+            raise XRoadFault("LoggingFailed", "the message log is not running", prefix=self.prefix)
+        provider = getattr(service, "provider", None)
+        signature: bytes = getattr(end, "signature", None) or getattr(end, "signature_xml", None) or b""
+        entry = LogEntry(
+            side="client" if self.side == "client" else "server", direction=direction, protocol=protocol,
+            query_id=query_id, client=str(client), service=str(service),
+            service_subsystem=str(provider) if provider is not None else str(service), signer=signer,
+            message=message, signature=signature,
+            hash_chain=end.hash_chain, hash_chain_result=end.hash_chain_result, x_request_id=x_request_id,
+            attachments=attachments,
+            stripped_message=soap.without_body(message) if protocol == "soap" else _rest_head(message))
+        try:
+            await service_log.write(entry)
+        except LoggingFailed as exc:
+            raise XRoadFault(exc.xroad_code or "LoggingFailed", exc.message, prefix=self.prefix) from None
 
     def _conf(self) -> Any:
         try:
@@ -483,8 +511,12 @@ class ClientProxy(_Base):
                 body.write(encoder.attachment_data(chunk))
             body.write(encoder.attachment_end())
         signed = await signer.sign(encoder.parts_to_sign())
+        request_id = secrets.token_hex(16)
+        query_id = message.header.query_id
+        await self._log_message("request", "soap", query_id, client, service, str(client.member), message.raw, signed,
+                                [(a.content_type, a.file) for a in incoming.attachments], x_request_id=request_id)
         body.write(encoder.signature(signed))
-        headers = encoder.http_headers(request_id=secrets.token_hex(16), original_content_type=content_type,
+        headers = encoder.http_headers(request_id=request_id, original_content_type=content_type,
                                        original_soap_action=action, proxy_version=PROXY_VERSION).items()
 
         def make_decoder(h: transport.TransportHeaders) -> Any:
@@ -505,12 +537,18 @@ class ClientProxy(_Base):
             assert response is not None and end.signature is not None
             self._verify(end, response, attachments, str(provider.member), shared)
             if isinstance(response.message, soap.SoapFaultMessage):
+                await self._log_message("response", "soap", query_id, client, service, str(provider.member),
+                                        response.message.raw, end, x_request_id=request_id)
                 _write_fault(request, response.message.raw)  # the service's own fault, signed and verified
                 return
             try:
                 soap.check_response(message, response.message)
             except XRoadFault as exc:
                 raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
+            await self._log_message("response", "soap", query_id, client, service, str(provider.member),
+                                    response.message.raw, end,
+                                    [(a["content_type"] or "application/octet-stream", a["file"]) for a in attachments],
+                                    x_request_id=request_id)
             await self._answer(request, response, attachments,
                                got.http.original_content_type if got.http is not None else None)
         finally:
@@ -565,6 +603,11 @@ class ClientProxy(_Base):
             body.write(encoder.body_end())
         request_body_digest = encoder.body_digest
         signed = await signer.sign(encoder.parts_to_sign())
+        await self._log_message("request", "rest", rest_req.query_id or "", client, rest_req.service,
+                                str(client.member), rest_req.serialize(), signed,
+                                [(_header(request, "Content-Type") or "application/octet-stream", request.content)]
+                                if request_body_digest is not None and request.content is not None else (),
+                                x_request_id=rest_req.x_request_id)
         body.write(encoder.signature(signed))
         headers = encoder.http_headers(request_id=rest_req.x_request_id, proxy_version=PROXY_VERSION).items()
 
@@ -587,6 +630,10 @@ class ClientProxy(_Base):
                 p_rest.check_response(rest_req, response, request_body_digest)
             except XRoadFault as exc:
                 raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
+            await self._log_message("response", "rest", rest_req.query_id or "", client, rest_req.service,
+                                    str(provider.member), got.message.raw, end,
+                                    [(response.header("Content-Type") or "application/octet-stream", out)]
+                                    if got.body is not None else (), x_request_id=rest_req.x_request_id)
             request.setResponseCode(response.status, response.reason.encode("latin-1", "replace"))
             for name, value in response.headers:
                 if name.lower() not in _HOP:
@@ -644,6 +691,12 @@ class Collected:
             a["file"].close()
         if self.body is not None:
             self.body.close()
+
+
+def _rest_head(message: bytes) -> bytes:
+    """A REST message logged without its body: the serialised request or response as it is
+    (method or status, URL and headers; X-Road keeps the headers)."""
+    return message
 
 
 def _load_cert(path: Any) -> x509.Certificate | None:
@@ -795,10 +848,16 @@ class ServerProxy(_Base):
         client, service = msg.header.client, msg.header.service
         provider = service.provider
         local, svc, in_group = self._admit(shared, peer_der, client, service, ocsp_parts, end)
+        x_request_id = th.request_id
+        await self._log_message("request", "soap", msg.header.query_id, client, service, str(client.member), msg.raw,
+                                end,
+                                [(a["content_type"] or "application/octet-stream", a["file"]) for a in attachments],
+                                x_request_id=x_request_id)
         metaservice = svc is None
         if metaservice:
             await self._send_soap_answer(request, str(provider.member),
-                                         metaservices.soap_metaservice_response(local, msg, in_group), None)
+                                         metaservices.soap_metaservice_response(local, msg, in_group), None,
+                                         msg, x_request_id)
             return
         # Forward to the service.
         original_type = th.original_content_type or message.content_type
@@ -822,12 +881,13 @@ class ServerProxy(_Base):
             # Consistency with the request is the consumer's check (X-Road's ClientMessageProcessor).
             answer_raw = soap.set_request_hash(resp_msg.raw, msg)
         try:
-            await self._send_soap_answer(request, str(provider.member), answer_raw, svc_response)
+            await self._send_soap_answer(request, str(provider.member), answer_raw, svc_response, msg, x_request_id)
         finally:
             svc_response.close()
 
     async def _send_soap_answer(self, request: Request, member: str, answer_raw: bytes,
-                                service_answer: IncomingSoap | None) -> None:
+                                service_answer: IncomingSoap | None, msg: soap.SoapMessage,
+                                x_request_id: str | None) -> None:
         """Sign the answer (and its attachments) with ``member``'s key and stream it back."""
         signer = await self._signer(member)
         encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
@@ -844,6 +904,10 @@ class ServerProxy(_Base):
                 body.write(encoder.attachment_data(chunk))
             body.write(encoder.attachment_end())
         signed = await signer.sign(encoder.parts_to_sign())
+        await self._log_message("response", "soap", msg.header.query_id, msg.header.client, msg.header.service, member,
+                                answer_raw, signed,
+                                [(a.content_type, a.file) for a in service_answer.attachments]
+                                if service_answer is not None else (), x_request_id=x_request_id)
         body.write(encoder.signature(signed))
         original = service_answer.content_type if service_answer is not None else "text/xml; charset=UTF-8"
         for name, value in encoder.http_headers(original_content_type=original).items():
@@ -866,6 +930,10 @@ class ServerProxy(_Base):
             provider = service.provider
             local, svc, in_group = self._admit(shared, peer_der, client, service, ocsp_parts, end,
                                                rest_method=rest_req.verb, rest_path=rest_req.service_path or "/")
+            await self._log_message("request", "rest", rest_req.query_id or "", client, service, str(client.member),
+                                    got.message.raw, end,
+                                    [(rest_req.header("Content-Type") or "application/octet-stream", body_in)]
+                                    if has_body else (), x_request_id=rest_req.x_request_id)
             metaservice = svc is None
             request_body_digest = dict(end.digests).get("/attachment1") if has_body else None
             if metaservice:
@@ -920,15 +988,21 @@ class ServerProxy(_Base):
             signer = await self._signer(member)
             encoder = transport.TransportEncoder(transport.Direction.RESPONSE)
             out = _spool()
+            raw = rest_resp.serialize()
             out.write(encoder.rest_response(rest_resp))
-            if _has_body(answer):
+            has_body = _has_body(answer)
+            if has_body:
                 out.write(encoder.body_start())
                 for chunk in _chunks(answer):
                     out.write(encoder.body_data(chunk))
                 out.write(encoder.body_end())
+            signed = await signer.sign(encoder.parts_to_sign())
+            await self._log_message("response", "rest", rest_req.query_id or "", rest_req.client, rest_req.service,
+                                    member, raw, signed,
+                                    [(rest_resp.header("Content-Type") or "application/octet-stream", answer)]
+                                    if has_body else (), x_request_id=rest_req.x_request_id)
         finally:
             answer.close()
-        signed = await signer.sign(encoder.parts_to_sign())
         out.write(encoder.signature(signed))
         for name, value in encoder.http_headers().items():
             request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]

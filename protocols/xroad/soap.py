@@ -111,6 +111,7 @@ __all__ = [
     "parse_soap",
     "set_request_hash",
     "validate_soap_action",
+    "without_body",
 ]
 
 SOAP_ENV_NS = faults.SOAP_ENV_NS
@@ -766,6 +767,22 @@ def _reparse(raw: bytes) -> etree._Element:
     from protocols.xmlsafe import parse_xml  # local: keeps the import graph flat
 
     return parse_xml(raw)
+
+
+def without_body(raw: bytes) -> bytes:
+    """The envelope with an empty ``Body``: what the message log keeps when body logging is off
+    (X-Road keeps the X-Road headers only).  Anything not a SOAP envelope gives ``b""``."""
+    try:
+        root = _reparse(raw)
+    except Exception:  # the message was checked before; a log of headers only never blocks it
+        return b""
+    body = root.find(_BODY)
+    if root.tag != _ENVELOPE or body is None:
+        return b""
+    for old in list(body):
+        body.remove(old)
+    body.text = None
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def build_response(request: SoapMessage, children: Iterable[etree._Element] = (), *,
