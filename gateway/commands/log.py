@@ -23,9 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from protocols.asic import CONTAINER_LIMITS, ContainerVerification, VerificationConf, read_container, verify_container
+from protocols.asic import (
+    CONTAINER_LIMITS,
+    ContainerVerification,
+    SafeZip,
+    VerificationConf,
+    read_container,
+    verify_container,
+)
 from protocols.errors import UsageError, VdxpError
-from protocols.logarchive import ArchiveContainer, verify_archive
+from protocols.logarchive import ARCHIVE_LIMITS, ArchiveContainer, verify_archive
 from protocols.sigverify import VerificationCache
 
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}|[0-9a-fA-F]{96}|[0-9a-fA-F]{128}")
@@ -84,19 +91,18 @@ def _read_conf(path: Path | None) -> VerificationConf | None:
 
 
 def _is_archive(path: Path) -> bool:
+    """By the name (.asice, .zip); otherwise by the content: a ZIP without a ``mimetype`` entry."""
     name = path.name.lower()
     if name.endswith(".asice"):
         return False
     if name.endswith(".zip"):
         return True
-    # anything else: an archive unless it looks like a container (a "mimetype" entry)
-    import zipfile
-
     try:
-        with zipfile.ZipFile(path) as zf:
-            return "mimetype" not in zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
+        with path.open("rb") as fp:
+            names = {info.filename for info in SafeZip(fp, ARCHIVE_LIMITS, what=path.name).entries}
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", code="usage.file_unreadable") from None
+    return bool(names) and "mimetype" not in names
 
 
 def _verify(args: argparse.Namespace) -> int:
