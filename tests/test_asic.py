@@ -418,6 +418,26 @@ def test_hostile_damaged_zips() -> None:
                   "asic_invalid_container", "asic.zip_invalid")
 
 
+def _to_zip64(data: bytes, entries: int | None = None) -> bytes:
+    """The same ZIP ended by a ZIP64 end record (the classic one saying "see ZIP64")."""
+    at = data.rindex(b"PK\x05\x06")
+    _sig, _d, _cd, _n_disk, n_total, cd_size, cd_offset, comment_len = struct.unpack_from("<4s4H2LH", data, at)
+    count = n_total if entries is None else entries
+    z64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, comment_len)
+    return data[:at] + z64 + locator + end + data[at + 22:]
+
+
+def test_zip64_end_records() -> None:
+    plain = _zip({**BASE, "attachment1": b"a"})
+    assert read_container(_to_zip64(plain)) == read_container(plain)
+    _expect_error(lambda: read_container(_to_zip64(plain, entries=70000)), "AsicInvalidContainer",
+                  "asic_invalid_container", "asic.zip_too_many_entries")
+    _expect_error(lambda: read_container(_to_zip64(plain, entries=3)), "AsicInvalidContainer",
+                  "asic_invalid_container", "asic.zip_invalid")  # the directory holds 4
+
+
 def test_not_a_zip_has_no_entries() -> None:
     """As X-Road's streaming reader: anything not starting with a ZIP header reads as empty."""
     for data in (b"", b"Hello world!\n", b"junk" + _zip(BASE), bytes(100)):
