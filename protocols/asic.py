@@ -28,9 +28,10 @@ and the uncompressed size of every entry and of all of them together are bounded
 (:class:`ZipLimits`); the end record must sit right after the central directory (no data before
 or inside the ZIP), entries must not overlap (``asic.zip_overlap``: the "better zip bomb"), names
 must be relative, without ``..``, backslashes or control characters, and unique ignoring case;
-only stored and deflated, unencrypted entries are read; every entry's CRC is checked.  A ZIP that
-starts like one but whose directory cannot be read is ``asic.zip_invalid`` (X-Road's streaming
-reader would read what it can).
+only stored and deflated, unencrypted entries are read, and the CRC of every entry read is
+checked (reading stops at the declared size, so a lying size cannot inflate past the bounds).  A
+ZIP that starts like one but whose directory cannot be read is ``asic.zip_invalid`` (X-Road's
+streaming reader would read what it can).
 
 **Verification** (:func:`verify_container`) follows X-Road's ``AsicContainerVerifier``:
 
