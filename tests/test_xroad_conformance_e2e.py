@@ -21,7 +21,8 @@ How the upstream suite maps onto the sandbox:
   port 5500 (TLS with the provider's authentication key), unsigned;
 * ``server_proxy`` targets: POSTed over mutual TLS (the consumer's authentication key) to the
   provider's port 5500;
-* global configuration preconditions (maintenance mode, a provider on several security servers):
+* global configuration preconditions (maintenance mode, a provider on several security servers, the
+  provider's server registered with another server's or an unknown authentication certificate):
   the central's ``federation.yaml`` is edited, a generation is published at once (``central
   generate``) and the case runs when the consumer has installed it (the consumer's download
   interval is 1 s here); the original federation is restored after the group;
@@ -29,6 +30,9 @@ How the upstream suite maps onto the sandbox:
   https-auth`` and the case's ``is_certs`` (certificates made here), the consumer is restarted and
   the case is sent to its HTTPS client port with the case's client certificate; the consumer's
   original configuration is restored after the group.
+
+* signing that fails (``SigningFails*``): the member's signing key is destroyed on the gateway's
+  token while it runs (the provider's before the groups that stop it, the consumer's last);
 
 ``NEEDS_CONFIGURATION`` lists the cases the sandbox cannot set up (and why); they are not run.
 """
@@ -91,11 +95,6 @@ BAD_HOST_URL = "http://non.existing.site.com.pom/service"
 
 #: cases whose preconditions the sandbox cannot set up: what they would need
 NEEDS_CONFIGURATION = {
-    "SigningFailsInServerProxy": "a provider whose member signing key fails to sign (a broken token/key)",
-    "SigningFailsInClientProxy": "a consumer whose member signing key fails to sign (a broken token/key)",
-    "SslAuthCertNotMatchesOrg": "a provider authentication certificate that does not match the provider member",
-    "SslClientCertVerificationError": "an authentication certificate that does not match the member",
-    "SslAuthTrustManagerError": "a provider authentication certificate registered for no security server",
     "SslClientCipherSuiteSetupError": "the consumer's proxy-to-proxy TLS restricted to a suite outside X-Road's list",
     "SslToServiceAuth": "an HTTPS service with TLS authentication and its certificate registered for the "
                         "provider's client (no per-client service certificates in the configuration)",
@@ -111,22 +110,26 @@ DUMMY_SERVER_PROXY = sorted(k for k, c in CASES.items() if ("server_proxy" in c 
 NO_SERVER_PROXY = ["ProxyTests.serverProxyConnectionRefused"]
 HTTPS_CLIENT = ["SslNormalMessage"]
 #: cases whose precondition is an edit of the federation (global configuration)
-FEDERATION = ["ServerProxyMaintenanceMode", "SslSelectFastestProxy", "SslSelectFastestProxyNoConnections"]
+FEDERATION = ["ServerProxyMaintenanceMode", "SslSelectFastestProxy", "SslSelectFastestProxyNoConnections",
+              "SslAuthCertNotMatchesOrg", "SslClientCertVerificationError", "SslAuthTrustManagerError"]
 #: cases of information-system authentication (the consumer's client with connection https-auth)
 IS_AUTHENTICATION = ["SslClientAuth", "SslClientAuthWrongISCert", "SslClientAuthExpiredISCert",
                      "SslClientAuthNoISCert"]
+#: cases whose gateway's signing key is destroyed on its token (run last for each gateway)
+SIGNING_FAILS = ["SigningFailsInServerProxy", "SigningFailsInClientProxy"]
 CLIENT_PORT = sorted(set(CASES) - set(NEEDS_CONFIGURATION) - set(SERVER_PROXY_TARGET) - set(DUMMY_SERVER_PROXY)
-                     - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT) - set(FEDERATION) - set(IS_AUTHENTICATION))
+                     - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT) - set(FEDERATION) - set(IS_AUTHENTICATION)
+                     - set(SIGNING_FAILS))
 MAINTENANCE_MESSAGE = "Maintenance mode is on"
 
 
 def test_every_case_is_run_or_named() -> None:
     groups = [CLIENT_PORT, SERVER_PROXY_TARGET, DUMMY_SERVER_PROXY, NO_SERVER_PROXY, HTTPS_CLIENT, FEDERATION,
-              IS_AUTHENTICATION, sorted(NEEDS_CONFIGURATION)]
+              IS_AUTHENTICATION, SIGNING_FAILS, sorted(NEEDS_CONFIGURATION)]
     assert sum(len(g) for g in groups) == len(CASES) == 101
     assert set().union(*map(set, groups)) == set(CASES)
     assert len(DUMMY_SERVER_PROXY) == 11
-    assert len(NEEDS_CONFIGURATION) == 10
+    assert len(NEEDS_CONFIGURATION) == 5
 
 
 # --------------------------------------------------------------------------- the case's messages
@@ -346,6 +349,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.consumer_config = yaml.safe_dump(consumer, allow_unicode=True, sort_keys=False)
         _restart_consumer(w, w.consumer_config)
         config = yaml.safe_load(Path(gw["config"]).read_text())
+        config["globalconf"]["interval"] = "1s"  # as the consumer's
         client = next(c for c in config["clients"] if c["id"] == PROVIDER_CLIENT)
         w.services, w.access = _provider_services(w.backend)
         client["services"] = [*client["services"], *w.services]
@@ -675,8 +679,8 @@ def test_case_straight_to_the_server_proxy(world: World, case_id: str) -> None:
 # --------------------------------------------------------------------------- global configuration edits
 
 
-def _consumer_shared_params(world: World) -> bytes:
-    path = Path(world.gateway(sb.CONSUMER)["globalconf"]) / sb.INSTANCE / "shared-params.xml"
+def _consumer_shared_params(world: World, name: str = sb.CONSUMER) -> bytes:
+    path = Path(world.gateway(name)["globalconf"]) / sb.INSTANCE / "shared-params.xml"
     try:
         return path.read_bytes()
     except OSError:
@@ -686,7 +690,7 @@ def _consumer_shared_params(world: World) -> bytes:
 def _publish(world: World, federation: dict[str, Any]) -> None:
     """``federation`` as the central's ``federation.yaml``, published at once (``central generate``; the
     running central re-reads the file at its next generation too); returns when the consumer has
-    installed that configuration."""
+    installed that configuration, and the provider too."""
     path = Path(world.data["central"]["federation"])
     path.write_text(yaml.safe_dump(federation, allow_unicode=True, sort_keys=False))
     env = sb._child_env(world.dir / "trust" / "hsm" / "softhsm2.conf")
@@ -696,8 +700,9 @@ def _publish(world: World, federation: dict[str, Any]) -> None:
     m = re.match(r"generated (\d+);", out.stdout)
     assert m is not None, out.stdout
     published = (Path(federation["output"]) / "V6" / m.group(1) / "shared-params.xml").read_bytes()
-    _wait(lambda: _consumer_shared_params(world) == published, "the consumer's copy of the edited global "
-          "configuration", timeout=20)
+    for name in (sb.CONSUMER, sb.PROVIDER):
+        _wait(lambda name=name: _consumer_shared_params(world, name) == published,
+              f"the {name}'s copy of the edited global configuration", timeout=20)
 
 
 def _dead_addresses(world: World, count: int) -> list[str]:
@@ -717,6 +722,17 @@ def _federation_for(case_id: str, original: dict[str, Any], world: World) -> dic
     provider = next(s for s in fed["security_servers"] if s["code"] == sb.PROVIDER)
     if case_id == "ServerProxyMaintenanceMode":
         provider["maintenance"] = MAINTENANCE_MESSAGE
+        return fed
+    if case_id in ("SslAuthCertNotMatchesOrg", "SslClientCertVerificationError"):
+        # the provider's server registered with the consumer server's certificate, not its own
+        consumer = next(s for s in fed["security_servers"] if s["code"] == sb.CONSUMER)
+        provider["auth_certs"] = list(consumer["auth_certs"])
+        return fed
+    if case_id == "SslAuthTrustManagerError":
+        # the provider's server registered with a certificate no server presents
+        directory = world.dir / "unused-auth"
+        directory.mkdir(exist_ok=True)
+        provider["auth_certs"] = [str(_client_cert(directory, "auth")[1])]
         return fed
     dead = _dead_addresses(world, 2)
     owner = provider["owner"]
@@ -796,6 +812,46 @@ class TestInformationSystemAuthentication:
             assert_consistent(case, request, answer, world)
 
 
+# --------------------------------------------------------------------------- signing keys that fail
+
+
+_DESTROY_KEY = """
+import sys
+from pathlib import Path
+import pkcs11
+from pkcs11 import Attribute, ObjectClass
+from hsm.config import SOFTHSM2_CANDIDATES
+module = next(p for p in SOFTHSM2_CANDIDATES if Path(p).exists())
+label, pin_file, key_label = sys.argv[1:4]
+token = pkcs11.lib(module).get_token(token_label=label)
+with token.open(user_pin=Path(pin_file).read_text().strip(), rw=True) as session:
+    keys = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: key_label}))
+    assert keys, "no such key"
+    for key in keys:
+        key.destroy()
+print(len(keys))
+"""
+
+
+def _destroy_sign_key(world: World, name: str) -> None:
+    """Destroy the member signing key on the gateway's token while the gateway runs: its next
+    signature fails in the HSM.  The PIN travels in the sandbox's PIN file, not in argv."""
+    token = world.gateway(name)["token"]
+    out = subprocess.run([sys.executable, "-c", _DESTROY_KEY, token["label"], token["pin_file"], "sign"],
+                         env=sb._child_env(Path(token["softhsm2_conf"])), capture_output=True, text=True,
+                         cwd=HERE.parent, timeout=60)
+    assert out.returncode == 0 and int(out.stdout) >= 1, out.stderr
+
+
+def test_case_signing_fails_in_server_proxy(world: World) -> None:
+    """The provider cannot sign its answer (its key is gone from the token).  Runs after every case
+    that needs the provider's key: the later groups stop the provider."""
+    case = Case("SigningFailsInServerProxy")
+    _destroy_sign_key(world, sb.PROVIDER)
+    _request, answer = run_case(case, world, world.consumer_url)
+    assert_outcome(case, answer)
+
+
 @pytest.fixture(scope="module")
 def provider_stopped(world: World) -> World:
     """From here on the provider gateway is down (the cases of a dead or dummy server proxy)."""
@@ -855,3 +911,12 @@ def test_adapted_messages() -> None:
     assert _ids(sub) == ("VN-TEST/GOV/000.00.00.H41/edoc", "VN-TEST/GOV/000.00.00.G22/example/getState")
     default_ns = etree.fromstring(Case("DefaultNamespaceMessage").request()[0])
     assert _ids(default_ns) == ("VN-TEST/GOV/000.00.00.H41/edoc", "VN-TEST/GOV/000.00.00.G22/example/getState")
+
+
+def test_case_signing_fails_in_client_proxy(world: World) -> None:
+    """The consumer cannot sign the request (its key is gone from the token): the last case of the
+    module, as the consumer cannot sign any more."""
+    case = Case("SigningFailsInClientProxy")
+    _destroy_sign_key(world, sb.CONSUMER)
+    _request, answer = run_case(case, world, world.consumer_url)
+    assert_outcome(case, answer)

@@ -66,6 +66,8 @@ class Peers:
                            connectTimeout=relay.connect_timeout_seconds)
         self.http = HTTPClient(agent)
         self._fastest: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._followed: Any = None  # the shared parameters last seen by follow()
+        self._registered: frozenset[Any] | None = None
         self._ocsp_ok: dict[bytes, float] = {}  # provider certificate -> good until (Unix time)
         plain: Any = Agent(reactor, connectTimeout=relay.connect_timeout_seconds)  # type: ignore[no-untyped-call]
         self.ocsp_http = HTTPClient(plain)
@@ -79,6 +81,19 @@ class Peers:
                 if server.auth_cert_hash_algorithm.upper().replace("-", "") == "SHA256":
                     out.update(server.auth_cert_hashes)
         return out
+
+    def follow(self, shared: Any) -> None:
+        """Called with the shared parameters in force for each outgoing message: when the servers'
+        addresses or registered authentication certificates changed, kept-alive connections are
+        closed, so the next message to a server makes a new handshake judged by the new rules."""
+        if shared is self._followed:
+            return
+        self._followed = shared
+        registered = frozenset((s.address, s.auth_cert_hash_algorithm, tuple(s.auth_cert_hashes))
+                               for s in shared.servers)
+        if self._registered is not None and registered != self._registered:
+            self.pool.closeCachedConnections()
+        self._registered = registered
 
     def server_url(self, server: SecurityServer) -> str:
         host = server.address or ""

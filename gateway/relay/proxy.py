@@ -218,6 +218,16 @@ class _Base(Resource):
                 signer.key = hooked
         return signer
 
+    async def _sign(self, signer: Any, parts: list[tuple[str, bytes]]) -> Any:
+        """Sign through the HSM; a failure of the token or key is X-Road's ``CannotCreateSignature``."""
+        try:
+            return await signer.sign(parts)
+        except VdxpError as exc:
+            self.log.error("{side}: signing failed ({code}): {error}", side=self.side, code=exc.code,
+                           error=exc.message)
+            raise XRoadFault("CannotCreateSignature", f"cannot create the signature: {exc.message}",
+                             prefix=self.prefix) from None
+
     def _own_ocsp(self) -> Any:
         return self._services.get("ownocsp")
 
@@ -448,10 +458,21 @@ class ClientProxy(_Base):
         ``body`` is closed either way; so is a partly collected answer when the exchange fails.
         """
         got = Collected()
+        peer = (server.address or "", self.config.relay.server_port)
+        self.peers.policy.rejected.pop(peer, None)
         try:
             await _send(self.peers.http, self.peers.server_url(server), headers, body,
                         self.config.relay.service_timeout_seconds, self._reactor, make_decoder,
                         SERVER_CLIENTPROXY, got)
+        except XRoadFault as fault:
+            got.close()
+            if fault.tokens[-1] == "NetworkError" and self.peers.policy.rejected.pop(peer, None) is not None:
+                # The TLS handshake failed because the server showed a certificate global
+                # configuration does not register for it (X-Road's AuthTrustVerifier).
+                raise XRoadFault("SslAuthenticationFailed", f"the authentication certificate of {server.server_id()} "
+                                 "is not registered for it in global configuration",
+                                 prefix=SERVER_CLIENTPROXY) from None
+            raise
         except BaseException:
             got.close()
             raise
@@ -464,6 +485,7 @@ class ClientProxy(_Base):
         """The provider's server (fastest of those that host it), the client member's signer, and a
         request encoder whose spool already holds the OCSP responses of our authentication certificate."""
         target = str(security_server) if security_server else None
+        self.peers.follow(shared)
         server = await self.peers.choose(provider_servers(shared, _conf_id(provider), target))
         signer = await self._signer(str(client.member))
         encoder = transport.TransportEncoder(transport.Direction.REQUEST)
@@ -510,7 +532,7 @@ class ClientProxy(_Base):
             for chunk in att.chunks():
                 body.write(encoder.attachment_data(chunk))
             body.write(encoder.attachment_end())
-        signed = await signer.sign(encoder.parts_to_sign())
+        signed = await self._sign(signer, encoder.parts_to_sign())
         request_id = secrets.token_hex(16)
         query_id = message.header.query_id
         await self._log_message("request", "soap", query_id, client, service, str(client.member), message.raw, signed,
@@ -602,7 +624,7 @@ class ClientProxy(_Base):
                 body.write(encoder.body_data(chunk))
             body.write(encoder.body_end())
         request_body_digest = encoder.body_digest
-        signed = await signer.sign(encoder.parts_to_sign())
+        signed = await self._sign(signer, encoder.parts_to_sign())
         await self._log_message("request", "rest", rest_req.query_id or "", client, rest_req.service,
                                 str(client.member), rest_req.serialize(), signed,
                                 [(_header(request, "Content-Type") or "application/octet-stream", request.content)]
@@ -903,7 +925,7 @@ class ServerProxy(_Base):
             for chunk in att.chunks():
                 body.write(encoder.attachment_data(chunk))
             body.write(encoder.attachment_end())
-        signed = await signer.sign(encoder.parts_to_sign())
+        signed = await self._sign(signer, encoder.parts_to_sign())
         await self._log_message("response", "soap", msg.header.query_id, msg.header.client, msg.header.service, member,
                                 answer_raw, signed,
                                 [(a.content_type, a.file) for a in service_answer.attachments]
@@ -996,7 +1018,7 @@ class ServerProxy(_Base):
                 for chunk in _chunks(answer):
                     out.write(encoder.body_data(chunk))
                 out.write(encoder.body_end())
-            signed = await signer.sign(encoder.parts_to_sign())
+            signed = await self._sign(signer, encoder.parts_to_sign())
             await self._log_message("response", "rest", rest_req.query_id or "", rest_req.client, rest_req.service,
                                     member, raw, signed,
                                     [(rest_resp.header("Content-Type") or "application/octet-stream", answer)]

@@ -117,6 +117,8 @@ class PeerPolicy:
         self._contexts: dict[tuple[str, int], SSL.Context] = {}
         # The certificate each peer last presented (the relay checks its chain and OCSP).
         self.seen: dict[tuple[str, int], bytes] = {}
+        # The certificate a peer presented that is not registered for it (the handshake failed).
+        self.rejected: dict[tuple[str, int], bytes] = {}
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> _ClientCreator:
         host = hostname.decode("ascii")
@@ -126,7 +128,9 @@ class PeerPolicy:
             def check(der: bytes, host: str = host, port: int = port) -> bool:
                 if cert_sha256(der) in self._expected(host, port):
                     self.seen[(host, port)] = der
+                    self.rejected.pop((host, port), None)
                     return True
+                self.rejected[(host, port)] = der
                 return False
 
             ctx = self._contexts[key] = make_context(self._tls, server=False, peer_check=check)
