@@ -95,7 +95,6 @@ BAD_HOST_URL = "http://non.existing.site.com.pom/service"
 
 #: cases whose preconditions the sandbox cannot set up: what they would need
 NEEDS_CONFIGURATION = {
-    "SslClientCipherSuiteSetupError": "the consumer's proxy-to-proxy TLS restricted to a suite outside X-Road's list",
     "SslToServiceAuth": "an HTTPS service with TLS authentication and its certificate registered for the "
                         "provider's client (no per-client service certificates in the configuration)",
     "SslToServiceNoAuth": "an HTTPS service reached without checking its certificate (verify_tls: false is not "
@@ -114,7 +113,7 @@ FEDERATION = ["ServerProxyMaintenanceMode", "SslSelectFastestProxy", "SslSelectF
               "SslAuthCertNotMatchesOrg", "SslClientCertVerificationError", "SslAuthTrustManagerError"]
 #: cases of information-system authentication (the consumer's client with connection https-auth)
 IS_AUTHENTICATION = ["SslClientAuth", "SslClientAuthWrongISCert", "SslClientAuthExpiredISCert",
-                     "SslClientAuthNoISCert"]
+                     "SslClientAuthNoISCert", "SslClientCipherSuiteSetupError"]
 #: cases whose gateway's signing key is destroyed on its token (run last for each gateway)
 SIGNING_FAILS = ["SigningFailsInServerProxy", "SigningFailsInClientProxy"]
 CLIENT_PORT = sorted(set(CASES) - set(NEEDS_CONFIGURATION) - set(SERVER_PROXY_TARGET) - set(DUMMY_SERVER_PROXY)
@@ -129,7 +128,7 @@ def test_every_case_is_run_or_named() -> None:
     assert sum(len(g) for g in groups) == len(CASES) == 101
     assert set().union(*map(set, groups)) == set(CASES)
     assert len(DUMMY_SERVER_PROXY) == 11
-    assert len(NEEDS_CONFIGURATION) == 5
+    assert len(NEEDS_CONFIGURATION) == 4
 
 
 # --------------------------------------------------------------------------- the case's messages
@@ -798,6 +797,21 @@ class TestInformationSystemAuthentication:
     def test_case_with_is_authentication(self, world: World, consumer_restored: None, case_id: str,
                                          tmp_path: Path) -> None:
         case = Case(case_id)
+        if case_id == "SslClientCipherSuiteSetupError":
+            # the consumer's proxy-to-proxy TLS restricted to suites the provider does not accept
+            config = yaml.safe_load(world.consumer_config)
+            config["relay"]["tls"]["ciphers"] = "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+            config["relay"]["tls"]["tls13"] = False
+            _restart_consumer(world, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+            key, cert = _client_cert(tmp_path)
+            _request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"],
+                                        _tls_client(cert, key))
+            assert case.spec["expect"] == {"result": "fault", "code": "any", "match": "any fault"}
+            fault = answer.envelope()
+            assert fault is not None, answer.body[:600]
+            assert fault.findtext(".//faultcode") == "Server.ClientProxy.NetworkError", answer.body[:600]
+            assert "TLS handshake failed: tls alert handshake failure" in (fault.findtext(".//faultstring") or "")
+            return
         presented = _client_cert(tmp_path, "client", expired=case_id == "SslClientAuthExpiredISCert")
         registered = _client_cert(tmp_path, "producer")[1] if case_id == "SslClientAuthWrongISCert" else presented[1]
         config = yaml.safe_load(world.consumer_config)

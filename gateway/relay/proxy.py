@@ -401,7 +401,19 @@ async def _post(http: Any, url: str, headers: list[tuple[str, str]], body: IO[by
     except HttpFetchError:
         raise
     except Exception as exc:
-        raise XRoadFault("NetworkError", f"cannot reach {url}: {exc}", prefix=SERVER_CLIENTPROXY) from exc
+        raise XRoadFault("NetworkError", f"cannot reach {url}: {_why(exc)}", prefix=SERVER_CLIENTPROXY) from exc
+
+
+def _why(exc: BaseException) -> str:
+    """A readable reason for a failed connection (Twisted wraps the causes in Failures)."""
+    reasons = getattr(exc, "reasons", None)
+    if reasons:
+        return "; ".join(_why(getattr(r, "value", r)) for r in reasons)
+    args = getattr(exc, "args", ())
+    if type(exc).__module__.startswith("OpenSSL") and args and isinstance(args[0], list) and args[0]:
+        return "TLS handshake failed: " + ", ".join(str(e[-1]) for e in args[0] if isinstance(e, tuple))
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ClientProxy(_Base):
