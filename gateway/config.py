@@ -373,6 +373,7 @@ class _Service(_Model):
     url: str
     timeout: Duration | None = None
     verify_tls: bool = True
+    ca_bundle: str | None = None
     disabled: bool = False
     notice: str = ""
     endpoints: list[_Endpoint] = []
@@ -581,7 +582,10 @@ class ServiceConfig:
     version: str | None = None
     type: Literal["soap", "rest"] = "soap"
     timeout_seconds: float | None = None
+    # HTTPS services: True (X-Road's TLS authentication) = the service's certificate must be one of its
+    # client's is_certs; False = it must chain to ca_bundle (or the system's CAs) and name the host.
     verify_tls: bool = True
+    ca_bundle: Path | None = None
     disabled: bool = False
     notice: str = ""
     endpoints: tuple[EndpointRule, ...] = ()
@@ -1138,7 +1142,8 @@ class _Validator:
                     self.problem(f"{where}.services[{s_index}].url", "must be an http:// or https:// URL")
                 services.append(ServiceConfig(
                     code=svc.code, url=svc.url, version=svc.version, type=svc.type, timeout_seconds=svc.timeout,
-                    verify_tls=svc.verify_tls, disabled=svc.disabled, notice=svc.notice,
+                    verify_tls=svc.verify_tls, ca_bundle=self.path(svc.ca_bundle) if svc.ca_bundle else None,
+                    disabled=svc.disabled, notice=svc.notice,
                     endpoints=tuple(EndpointRule(e.method.upper(), e.path) for e in svc.endpoints)))
             known = {svc.code for svc in raw.services}
             access = []

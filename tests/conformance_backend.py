@@ -3,9 +3,10 @@
 
 Two roles, one per process:
 
-* ``service HOST PORT``: the provider's service.  The test sets the next answer with
-  ``POST /_control/next`` (JSON ``{"status", "content_type", "body" (base64), "action"}``) and
-  reads the last request the service received with ``GET /_control/last``.
+* ``service HOST PORT [TLS_PORT KEY CERT]``: the provider's service.  The test sets the next answer
+  with ``POST /_control/next`` (JSON ``{"status", "content_type", "body" (base64), "action"}``) and
+  reads the last request the service received with ``GET /_control/last``.  With ``TLS_PORT`` the
+  same service (same state) also answers over HTTPS there, with ``KEY`` and ``CERT``.
 * ``server-proxy HOST PORT CONTROL_PORT KEY CERT [CHAIN...]``: a dummy server proxy on the
   provider's address and port (TLS with the provider's authentication key, answers unsigned),
   controlled the same way on a plain HTTP port of the same host.
@@ -103,6 +104,13 @@ def main(argv: list[str]) -> None:
     role, host, port = argv[0], argv[1], int(argv[2])
     if role == "service":
         reactor.listenTCP(port, _site(Answer(state)), interface=host)
+        if len(argv) > 3:
+            from twisted.internet import ssl
+
+            tls_port, key, cert = int(argv[3]), argv[4], argv[5]
+            with open(key, "rb") as f, open(cert, "rb") as g:
+                options = ssl.PrivateCertificate.loadPEM(f.read() + b"\n" + g.read()).options()
+            reactor.listenSSL(tls_port, _site(Answer(state)), options, interface=host)
         print(f"service listening on {host}:{port}", flush=True)
     elif role == "server-proxy":
         from twisted.internet import ssl

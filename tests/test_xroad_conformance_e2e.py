@@ -34,7 +34,11 @@ How the upstream suite maps onto the sandbox:
 * signing that fails (``SigningFails*``): the member's signing key is destroyed on the gateway's
   token while it runs (the provider's before the groups that stop it, the consumer's last);
 
-``NEEDS_CONFIGURATION`` lists the cases the sandbox cannot set up (and why); they are not run.
+* HTTPS services (``SslToService*``): the case's service on the backend's HTTPS port, its
+  certificate pinned through the provider client's ``is_certs`` (or CA-verified, see
+  ``TestHttpsServices``); the provider is restarted with it and restored after the group.
+
+``NEEDS_CONFIGURATION`` would list the cases the sandbox cannot set up (and why): none.
 """
 
 from __future__ import annotations
@@ -94,14 +98,7 @@ PROVIDER_SUBSYSTEM = {"InvalidProviderAddress3": b"noaddress"}  # a provider no 
 BAD_HOST_URL = "http://non.existing.site.com.pom/service"
 
 #: cases whose preconditions the sandbox cannot set up: what they would need
-NEEDS_CONFIGURATION = {
-    "SslToServiceAuth": "an HTTPS service with TLS authentication and its certificate registered for the "
-                        "provider's client (no per-client service certificates in the configuration)",
-    "SslToServiceNoAuth": "an HTTPS service reached without checking its certificate (verify_tls: false is not "
-                          "used by the relay's service client)",
-    "SslToServiceNoISCerts": "an HTTPS service with TLS authentication and no certificate registered",
-    "SslToServiceWrongISCert": "an HTTPS service whose registered certificate differs from the presented one",
-}
+NEEDS_CONFIGURATION: dict[str, str] = {}  # every case runs
 
 SERVER_PROXY_TARGET = sorted(k for k, c in CASES.items() if c["request"].get("target") == "server_proxy")
 DUMMY_SERVER_PROXY = sorted(k for k, c in CASES.items() if ("server_proxy" in c and k.startswith("ServerProxy"))
@@ -114,21 +111,23 @@ FEDERATION = ["ServerProxyMaintenanceMode", "SslSelectFastestProxy", "SslSelectF
 #: cases of information-system authentication (the consumer's client with connection https-auth)
 IS_AUTHENTICATION = ["SslClientAuth", "SslClientAuthWrongISCert", "SslClientAuthExpiredISCert",
                      "SslClientAuthNoISCert", "SslClientCipherSuiteSetupError"]
+#: cases of HTTPS services behind the provider (the service's TLS certificate pinned or CA-verified)
+HTTPS_SERVICE = ["SslToServiceAuth", "SslToServiceNoAuth", "SslToServiceNoISCerts", "SslToServiceWrongISCert"]
 #: cases whose gateway's signing key is destroyed on its token (run last for each gateway)
 SIGNING_FAILS = ["SigningFailsInServerProxy", "SigningFailsInClientProxy"]
 CLIENT_PORT = sorted(set(CASES) - set(NEEDS_CONFIGURATION) - set(SERVER_PROXY_TARGET) - set(DUMMY_SERVER_PROXY)
                      - set(NO_SERVER_PROXY) - set(HTTPS_CLIENT) - set(FEDERATION) - set(IS_AUTHENTICATION)
-                     - set(SIGNING_FAILS))
+                     - set(SIGNING_FAILS) - set(HTTPS_SERVICE))
 MAINTENANCE_MESSAGE = "Maintenance mode is on"
 
 
 def test_every_case_is_run_or_named() -> None:
     groups = [CLIENT_PORT, SERVER_PROXY_TARGET, DUMMY_SERVER_PROXY, NO_SERVER_PROXY, HTTPS_CLIENT, FEDERATION,
-              IS_AUTHENTICATION, SIGNING_FAILS, sorted(NEEDS_CONFIGURATION)]
+              IS_AUTHENTICATION, SIGNING_FAILS, HTTPS_SERVICE, sorted(NEEDS_CONFIGURATION)]
     assert sum(len(g) for g in groups) == len(CASES) == 101
     assert set().union(*map(set, groups)) == set(CASES)
     assert len(DUMMY_SERVER_PROXY) == 11
-    assert len(NEEDS_CONFIGURATION) == 4
+    assert len(NEEDS_CONFIGURATION) == 0
 
 
 # --------------------------------------------------------------------------- the case's messages
@@ -248,6 +247,9 @@ class World:
     access: list[str]
     consumer: subprocess.Popen[bytes] | None = None
     consumer_config: str = ""  # the consumer's gateway.yaml as the cases other than IS_AUTHENTICATION want it
+    backend_https: str = ""  # the same backend over HTTPS (https://host:port/)
+    service_cert: Path | None = None  # its certificate (self-signed, the host's IP address in its SAN)
+    provider_config: str = ""  # the provider's gateway.yaml as the cases other than HTTPS_SERVICE want it
 
     def gateway(self, name: str) -> dict[str, Any]:
         return next(g for g in self.data["gateways"] if g["name"] == name)
@@ -332,12 +334,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data, net = sandbox_up(d)
     host = str(next(net.hosts()))
     port = sb.free_port(host, set())
-    backend = subprocess.Popen([sys.executable, str(HERE / "conformance_backend.py"), "service", host, str(port)],
+    tls_port = sb.free_port(host, {port})
+    service_key, service_cert = _service_cert(d, host)
+    backend = subprocess.Popen([sys.executable, str(HERE / "conformance_backend.py"), "service", host, str(port),
+                                str(tls_port), str(service_key), str(service_cert)],
                                stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
     w = World(data=data, dir=d, backend=f"http://{host}:{port}/", provider=None, procs=[backend], services=[],
-              access=[])
+              access=[], backend_https=f"https://{host}:{tls_port}/", service_cert=service_cert)
     try:
-        _wait(lambda: sb.tcp_open(host, port), "the conformance backend")
+        _wait(lambda: sb.tcp_open(host, port) and sb.tcp_open(host, tls_port), "the conformance backend")
         gw = w.gateway(sb.PROVIDER)
         records = [p for p in data["processes"] if p["name"] in (sb.PROVIDER, sb.CONSUMER)]
         sb.stop_processes([(int(record["pid"]), record["started"]) for record in records])
@@ -353,7 +358,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.services, w.access = _provider_services(w.backend)
         client["services"] = [*client["services"], *w.services]
         client["access"] = [{"subject": CONSUMER_CLIENT, "services": [*client["access"][0]["services"], *w.access]}]
-        Path(gw["config"]).write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        w.provider_config = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+        Path(gw["config"]).write_text(w.provider_config)
         _start_provider(w)
         yield w
     finally:
@@ -820,6 +826,81 @@ class TestInformationSystemAuthentication:
         client["is_certs"] = [] if case_id == "SslClientAuthNoISCert" else [str(registered)]
         _restart_consumer(world, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         key, cert = presented
+        request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"], _tls_client(cert, key))
+        assert_outcome(case, answer)
+        if case.spec["expect"]["result"] == "ok":
+            assert_consistent(case, request, answer, world)
+
+
+# --------------------------------------------------------------------------- HTTPS services
+
+
+def _service_cert(directory: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for the backend's HTTPS port, naming ``host`` (an IP address)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "conformance service")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = directory / "service-key.pem", directory / "service-cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def _restart_provider(world: World, config: str) -> None:
+    _stop(world.provider)
+    gw = world.gateway(sb.PROVIDER)
+    _wait(lambda: not sb.tcp_open(gw["address"], sb.SERVER_PORT), "the provider's port closing")
+    Path(gw["config"]).write_text(config)
+    _start_provider(world)
+
+
+@pytest.fixture(scope="class")
+def provider_restored(world: World) -> Iterator[None]:
+    """The provider's configuration as the other cases want it, again after the class's cases."""
+    try:
+        yield
+    finally:
+        _restart_provider(world, world.provider_config)
+
+
+class TestHttpsServices:
+    """The case's service (getState) on the backend's HTTPS port.  ``verify_tls: true`` (X-Road's TLS
+    authentication): the service's certificate must be one of the provider client's ``is_certs``.
+    SslToServiceNoAuth ("not checking the certificate"): the gateway never accepts a certificate
+    unverified, so there the service runs with ``verify_tls: false`` and a ``ca_bundle`` that trusts
+    it — the service's certificate is judged by the CA, not by the registered certificates."""
+
+    @pytest.mark.parametrize("case_id", HTTPS_SERVICE)
+    def test_case_with_an_https_service(self, world: World, provider_restored: None, case_id: str,
+                                        tmp_path: Path) -> None:
+        assert world.service_cert is not None
+        case = Case(case_id)
+        config = yaml.safe_load(world.provider_config)
+        client = next(c for c in config["clients"] if c["id"] == PROVIDER_CLIENT)
+        service = next(s for s in client["services"] if s["code"] == "getState")
+        service["url"] = f"{world.backend_https}svc"
+        if case_id == "SslToServiceNoAuth":
+            service["verify_tls"] = False
+            service["ca_bundle"] = str(world.service_cert)
+        else:
+            other = _client_cert(tmp_path, "producer")[1]
+            client["is_certs"] = {"SslToServiceAuth": [str(world.service_cert)], "SslToServiceNoISCerts": [],
+                                  "SslToServiceWrongISCert": [str(other)]}[case_id]
+        _restart_provider(world, yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        key, cert = _client_cert(tmp_path)
         request, answer = run_case(case, world, world.gateway(sb.CONSUMER)["client_https"], _tls_client(cert, key))
         assert_outcome(case, answer)
         if case.spec["expect"]["result"] == "ok":

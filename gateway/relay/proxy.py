@@ -905,7 +905,7 @@ class ServerProxy(_Base):
         if th.original_soap_action is not None:
             headers.append(("SOAPAction", th.original_soap_action))
         timeout = svc.timeout_seconds or self.config.relay.service_timeout_seconds
-        response_events = await self._call_service(svc.url, headers, out, timeout)
+        response_events = await self._call_service(svc.url, headers, out, timeout, self._service_http(svc, local))
         out.close()
         svc_response = response_events
         resp_msg = svc_response.message
@@ -982,7 +982,7 @@ class ServerProxy(_Base):
             if rest_req.query is not None:
                 url += "?" + rest_req.query
             headers = {k: [v] for k, v in rest_req.headers if k.lower() not in _HOP and k.lower() != "host"}
-            http = self._service_http()
+            http = self._service_http(svc, local)
             timeout = svc.timeout_seconds or self.config.relay.service_timeout_seconds
             d: Deferred[Any] = Deferred.fromCoroutine(_service_request(
                 http, rest_req.verb, url, headers, body_in if has_body else None))
@@ -1043,10 +1043,9 @@ class ServerProxy(_Base):
         await _stream(request, out)
 
     async def _call_service(self, url: str, headers: list[tuple[str, str]], body: IO[bytes],
-                            timeout: float) -> IncomingSoap:
+                            timeout: float, http: Any) -> IncomingSoap:
         import treq
 
-        http = self._service_http()
         body.seek(0)
         d: Deferred[Any] = Deferred.fromCoroutine(_service_post(http, url, headers, body))
 
@@ -1085,8 +1084,21 @@ class ServerProxy(_Base):
         finally:
             spooled.close()
 
-    def _service_http(self) -> Any:
-        http = getattr(self, "_http_client", None)
+    def _service_http(self, svc: Any, local: Any) -> Any:
+        """The HTTP client for a service: one keep-alive pool per way of judging the service's TLS
+        certificate (plain HTTP and each HTTPS trust setting have their own)."""
+        from gateway.relay.tls import ServicePolicy
+
+        https = svc.url.lower().startswith("https:")
+        if not https:
+            key: tuple[Any, ...] = ("http",)
+        elif svc.verify_tls:
+            key = ("pinned", frozenset(c.public_bytes(serialization.Encoding.DER)
+                                       for c in map(_load_cert, local.is_certs) if c is not None))
+        else:
+            key = ("ca", str(svc.ca_bundle) if svc.ca_bundle else None)
+        clients: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_service_clients", {})
+        http = clients.get(key)
         if http is None:
             from treq.client import HTTPClient
             from twisted.web.client import Agent, HTTPConnectionPool
@@ -1094,8 +1106,12 @@ class ServerProxy(_Base):
             pool: Any = HTTPConnectionPool(self._reactor, persistent=True)  # type: ignore[no-untyped-call]
             pool.maxPersistentPerHost = 32  # keep a connection per concurrent call (the default is 2)
             pool.cachedConnectionTimeout = 120
-            agent: Any = Agent(self._reactor, pool=pool)  # type: ignore[no-untyped-call]
-            http = self._http_client = HTTPClient(agent)
+            kwargs: dict[str, Any] = {"pool": pool}
+            if https:
+                kwargs["contextFactory"] = ServicePolicy(key[1] if key[0] == "pinned" else None,
+                                                         svc.ca_bundle if key[0] == "ca" else None)
+            agent: Any = Agent(self._reactor, **kwargs)  # type: ignore[no-untyped-call]
+            http = clients[key] = HTTPClient(agent)
         return http
 
 
@@ -1104,8 +1120,25 @@ async def _service_post(http: Any, url: str, headers: list[tuple[str, str]], bod
         return await http.request("POST", url, data=_producer(body), headers={k: [v] for k, v in headers},
                                   unbuffered=True)
     except Exception as exc:
-        raise XRoadFault(("ServiceFailed", "NetworkError"), f"cannot reach service {url}: {exc}",
-                         prefix=SERVER_SERVERPROXY) from exc
+        raise _service_unreachable(url, exc) from exc
+
+
+def _service_unreachable(url: str, exc: BaseException) -> XRoadFault:
+    """``ServiceFailed.SslAuthenticationFailed`` when the service's TLS certificate was refused,
+    else ``ServiceFailed.NetworkError``."""
+    if _tls_failure(exc):
+        return XRoadFault(("ServiceFailed", "SslAuthenticationFailed"),
+                          f"the TLS certificate of service {url} is not accepted: {_why(exc)}",
+                          prefix=SERVER_SERVERPROXY)
+    return XRoadFault(("ServiceFailed", "NetworkError"), f"cannot reach service {url}: {_why(exc)}",
+                      prefix=SERVER_SERVERPROXY)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    reasons = getattr(exc, "reasons", None)
+    if reasons:
+        return any(_tls_failure(getattr(r, "value", r)) for r in reasons)
+    return type(exc).__module__.startswith("OpenSSL") or "VerificationError" in type(exc).__name__
 
 
 async def _service_request(http: Any, method: str, url: str, headers: dict[str, list[str]],
@@ -1114,8 +1147,7 @@ async def _service_request(http: Any, method: str, url: str, headers: dict[str, 
         return await http.request(method, url, data=_producer(body) if body is not None else None, headers=headers,
                                   unbuffered=True)
     except Exception as exc:
-        raise XRoadFault(("ServiceFailed", "NetworkError"), f"cannot reach service {url}: {exc}",
-                         prefix=SERVER_SERVERPROXY) from exc
+        raise _service_unreachable(url, exc) from exc
 
 
 def digest(data: bytes) -> bytes:

@@ -139,3 +139,51 @@ class PeerPolicy:
     def forget(self) -> None:
         """Drop cached contexts (after a new global configuration)."""
         self._contexts.clear()
+
+
+@implementer(IPolicyForHTTPS)
+class ServicePolicy:
+    """For HTTPS services behind this gateway (the provider side calling its information systems).
+
+    ``pinned`` set (X-Road's TLS authentication of the service, the default): the service must
+    present one of the certificates registered for its client (``is_certs``); none registered
+    means no service is trusted.  ``pinned`` None: the service's certificate must chain to
+    ``ca_bundle`` (or the system's CAs) and name the URL's host; a certificate is never accepted
+    unverified.  ``rejected`` keeps the certificates a handshake failed on, for the fault.
+    """
+
+    def __init__(self, pinned: frozenset[bytes] | None, ca_bundle: Any = None) -> None:
+        self._pinned = pinned
+        self._ca_bundle = ca_bundle
+        self.rejected: dict[tuple[str, int], str] = {}
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        host = hostname.decode("ascii")
+        if self._pinned is None:
+            from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust, trustRootFromCertificates
+
+            if self._ca_bundle is not None:
+                pems = self._ca_bundle.read_bytes()
+                certs = [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM))
+                         for c in x509.load_pem_x509_certificates(pems)]
+                trust = trustRootFromCertificates(certs)
+            else:
+                trust = platformTrust()
+            return optionsForClientTLS(host, trustRoot=trust)
+        pinned = self._pinned
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+
+        def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+            if depth > 0:
+                return True  # the leaf itself is pinned
+            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+            if der in pinned:
+                self.rejected.pop((host, port), None)
+                return True
+            self.rejected[(host, port)] = "not one of the certificates registered for the service's client"
+            return False
+
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return _ClientCreator(ctx)
