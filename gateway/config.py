@@ -326,6 +326,10 @@ class _MessageLog(_Model):
     oversize: Literal["reject", "truncate"] = "reject"
     synchronous: Literal["full", "normal"] = "full"
     timeout: Duration = 10.0
+    timestamp_interval: Duration | None = None
+    timestamp_failure_period: Duration = 14400.0
+    timestamp_records_limit: int = Field(default=10000, ge=1, le=100000)
+    tsa_timeout: Duration = 10.0
 
 
 class _GlobalConf(_Model):
@@ -503,6 +507,13 @@ class MessageLogConfig:
     oversize: Literal["reject", "truncate"] = "reject"
     synchronous: Literal["full", "normal"] = "full"
     timeout_seconds: float = 10.0
+    # Time-stamping: every timestamp_interval_seconds (None: global configuration's
+    # timeStampingIntervalSeconds, else 60 s) up to timestamp_records_limit records get one token;
+    # failing longer than timestamp_failure_period_seconds (0: never) refuses new messages.
+    timestamp_interval_seconds: float | None = None
+    timestamp_failure_period_seconds: float = 14400.0
+    timestamp_records_limit: int = 10000
+    tsa_timeout_seconds: float = 10.0
 
     def logs_body(self, service_subsystem: str) -> bool:
         return self.body_logging != (service_subsystem in self.body_logging_exceptions)
@@ -850,7 +861,10 @@ class _Validator:
                 enabled=mlog.enabled, body_logging=mlog.body_logging,
                 body_logging_exceptions=tuple(mlog.body_logging_exceptions),
                 max_loggable_body_bytes=mlog.max_loggable_body_bytes, oversize=mlog.oversize,
-                synchronous=mlog.synchronous, timeout_seconds=mlog.timeout),
+                synchronous=mlog.synchronous, timeout_seconds=mlog.timeout,
+                timestamp_interval_seconds=mlog.timestamp_interval,
+                timestamp_failure_period_seconds=mlog.timestamp_failure_period,
+                timestamp_records_limit=mlog.timestamp_records_limit, tsa_timeout_seconds=mlog.tsa_timeout),
             health=HealthConfig(
                 ok_cache_seconds=health.ok_cache,
                 failure_cache_seconds=health.failure_cache,

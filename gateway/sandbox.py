@@ -501,8 +501,9 @@ def _gateway_config(plan: _Plan, spec: GatewaySpec, token: Token, example_url: s
         },
         "clients": [client],
         # Every message is logged (state/gateway.db); bodies over 10 MiB are kept cut to that size
-        # rather than refused, so large test attachments still go through the sandbox.
-        "message_log": {"oversize": "truncate"},
+        # rather than refused, so large test attachments still go through the sandbox; records are
+        # time-stamped every 2 s (X-Road's interval is 60 s or more) at the sandbox's TSA.
+        "message_log": {"oversize": "truncate", "timestamp_interval": "2s"},
     }
 
 

@@ -133,6 +133,70 @@ def test_every_message_is_logged_on_both_sides(sandbox: dict) -> None:
                                                            ("response", "rest", "application/json")], name
 
 
+def test_logged_messages_are_time_stamped_and_verify_offline(sandbox: dict, tmp_path: Path) -> None:
+    """A relayed message's log records get a time-stamp from the sandbox's TSA within a few
+    intervals; the record, its signature and time-stamp make an ASiC-E container that our offline
+    verifier accepts, and whose token openssl verifies against the TSA's chain."""
+    import hashlib
+    import time
+
+    from gateway.globalconf.disk import read_conf_dir
+    from protocols.asic import build_container, verify_container
+
+    status, _ctype, body = call(consumer(sandbox), envelope(text="đóng dấu thời gian", qid="ts-1"))
+    assert status == 200, body
+    deadline = time.monotonic() + 30
+    rows: list[tuple] = []
+    while time.monotonic() < deadline:
+        rows = _log_rows(sandbox, "gw-consumer",
+                         "SELECT r.message, r.signature, r.hash_chain, r.hash_chain_result, r.ts_hash_chain, "
+                         "t.hash_chain_result, t.token, r.direction FROM logrecord r JOIN tsrecord t "
+                         "ON t.id = r.timestamp_id WHERE r.query_id = ? ORDER BY r.id", ("ts-1",))
+        if len(rows) == 2:
+            break
+        time.sleep(0.5)
+    assert [r[7] for r in rows] == ["request", "response"], "not time-stamped within 30 s"
+    gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    conf = read_conf_dir(Path(gw["globalconf"]))
+    from datetime import UTC, datetime
+
+    for message, signature, chain, chain_result, ts_chain, ts_result, token, direction in rows:
+        container = build_container(message=message, signature=signature, created=datetime.now(UTC),
+                                    timestamp=token, ts_hash_chain_result=ts_result or None,
+                                    ts_hash_chain=ts_chain, sig_hash_chain_result=chain_result,
+                                    sig_hash_chain=chain)
+        verified = verify_container(container, conf)
+        assert str(verified.signer) == ("VN-TEST/GOV/000.00.00.H41/edoc" if direction == "request"
+                                        else "VN-TEST/GOV/000.00.00.G22/example"), verified
+        assert verified.tsa_name == "tsa-1" and verified.batch_timestamp == (ts_result != b"")
+        # the token, checked by openssl against the TSA's certificate chain
+        tst = tmp_path / f"{direction}.tst"
+        tst.write_bytes(token)
+        chain_pem = tmp_path / "chain.pem"
+        chain_pem.write_bytes(Path(sandbox["ca"]["root"]).read_bytes()
+                              + Path(sandbox["ca"]["intermediate"]).read_bytes())
+        stamped = ts_result if ts_result else None
+        if stamped is None:
+            from gateway.messagelog.timestamper import signature_value
+
+            stamped = signature_value(signature)
+        out = subprocess.run(["openssl", "ts", "-verify", "-digest", hashlib.sha512(stamped).hexdigest(), "-in",
+                              str(tst), "-token_in", "-CAfile", str(chain_pem), "-untrusted",
+                              sandbox["tsas"][0]["cert"]], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 and "Verification: OK" in out.stdout, out.stdout + out.stderr
+    # tampering with the logged message breaks the container's verification
+    message, signature, chain, chain_result, ts_chain, ts_result, token, _d = rows[0]
+    bad = build_container(message=message.replace("đóng".encode(), b"dong"), signature=signature,
+                          created=datetime.now(UTC), timestamp=token, ts_hash_chain_result=ts_result or None,
+                          ts_hash_chain=ts_chain, sig_hash_chain_result=chain_result, sig_hash_chain=chain)
+    from protocols.errors import VdxpError
+
+    with pytest.raises(VdxpError) as info:
+        verify_container(bad, conf)
+    assert info.value.xroad_code in ("InvalidSignatureValue", "MalformedSignature.InvalidHashChain",
+                                     "MalformedSignature"), info.value
+
+
 def test_attachments_travel_both_ways(sandbox: dict) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB of binary
     boundary = "MIMEBoundary42"
@@ -433,6 +497,69 @@ def test_a_message_that_cannot_be_logged_is_refused_and_logging_recovers(sandbox
             answer = _reload_until(provider["pid"], lambda: faultcode(call(consumer(sandbox), envelope())[2])
                                    if b"Fault" in call(consumer(sandbox), envelope())[2] else "ok", "ok")
     assert answer == "ok"
+
+
+def test_tsa_down_beyond_the_failure_period_refuses_messages_until_it_is_back(sandbox: dict) -> None:
+    """The TSA process stopped (SIGSTOP: its requests time out): after the acceptable failure period
+    the consumer refuses messages with LoggingFailed.TimestamperFailed and its health check fails;
+    once the TSA runs again, stamping and messaging recover by themselves."""
+    import os
+    import signal
+    import time
+
+    consumer_gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    config = Path(consumer_gw["config"])
+    original = config.read_text()
+    data = yaml.safe_load(original)
+    data["message_log"] = {**data.get("message_log", {}), "timestamp_interval": "1s",
+                           "timestamp_failure_period": "3s", "tsa_timeout": "1s"}
+    tsa_pid = int(sandbox["tsas"][0]["pid"])
+
+    def answer() -> str:
+        _s, _c, body = call(consumer(sandbox), envelope(qid="tsa-outage"))
+        return "ok" if b"echoResponse" in body else faultcode(body)
+
+    def health() -> int:
+        try:
+            with urllib.request.urlopen(consumer_gw["health"], timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    try:
+        config.write_text(yaml.safe_dump(data))
+        assert _reload_until(consumer_gw["pid"], answer, "ok") == "ok"
+        os.kill(tsa_pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 40
+            seen = answer()
+            while seen != "Server.ClientProxy.LoggingFailed.TimestamperFailed" and time.monotonic() < deadline:
+                time.sleep(0.5)
+                seen = answer()
+            assert seen == "Server.ClientProxy.LoggingFailed.TimestamperFailed"
+            _s, _c, body = call(consumer(sandbox), envelope(qid="tsa-outage"))
+            assert b"Cannot time-stamp messages" in body
+            assert health() == 500
+        finally:
+            os.kill(tsa_pid, signal.SIGCONT)
+        deadline = time.monotonic() + 40
+        seen = answer()
+        while seen != "ok" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            seen = answer()
+        assert seen == "ok"
+        unstamped = _log_rows(sandbox, "gw-consumer", "SELECT COUNT(*) FROM logrecord WHERE timestamp_id IS NULL "
+                                                      "AND created_at < ?", (time.time() - 5,))
+        deadline = time.monotonic() + 20
+        while unstamped[0][0] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            unstamped = _log_rows(sandbox, "gw-consumer", "SELECT COUNT(*) FROM logrecord "
+                                                          "WHERE timestamp_id IS NULL AND created_at < ?",
+                                  (time.time() - 5,))
+        assert unstamped == [(0,)]  # what was logged during the outage got stamped afterwards
+    finally:
+        config.write_text(original)
+        assert _reload_until(consumer_gw["pid"], answer, "ok") == "ok"
 
 
 def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:

@@ -10,26 +10,84 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gateway.daemon import Component, ComponentContext
 from gateway.messagelog.store import LogEntry, LoggingFailed, MessageLog
+from gateway.messagelog.timestamper import Timestamper, TsaEndpoint
 from gateway.store.db import DatabaseError, open_database
+
+DEFAULT_TIMESTAMP_INTERVAL = 60.0
 
 __all__ = ["MessageLogService", "messagelog_component"]
 
 
-class MessageLogService(Service):
+class MessageLogService(MultiService):
     log = Logger()
 
     def __init__(self, ctx: ComponentContext) -> None:
+        super().__init__()
         config = ctx.config
-        self.db = open_database(ctx.reactor, config.database, synchronous=config.message_log.synchronous)
-        self.message_log = MessageLog(self.db, config.message_log, ctx.metrics.registry, ctx.reactor)
+        settings = config.message_log
+        self._ctx = ctx
+        self.db = open_database(ctx.reactor, config.database, synchronous=settings.synchronous)
+        self.message_log = MessageLog(self.db, settings, ctx.metrics.registry, ctx.reactor)
         self._schema: Deferred[int] | None = None
         self.schema_version: int | None = None
+        self._tsa_clients: dict[tuple[str, bytes], Any] = {}
+        self.timestamper = Timestamper(ctx.reactor, self.message_log, self._tsas, interval=self._interval,
+                                       failure_period=settings.timestamp_failure_period_seconds,
+                                       max_records=settings.timestamp_records_limit, registry=ctx.metrics.registry)
+        self.timestamper.setServiceParent(self)
+
+    def _installed(self) -> Any:
+        conf = self._ctx.peers.get("globalconf")
+        try:
+            return conf.check_valid() if conf is not None and hasattr(conf, "check_valid") else None
+        except Exception:
+            return None
+
+    def _interval(self) -> float:
+        own = self._ctx.config.message_log.timestamp_interval_seconds
+        if own is not None:
+            return own
+        installed = self._installed()
+        private = installed.own_private if installed is not None else None
+        return float(private.time_stamping_interval_seconds) if private is not None else DEFAULT_TIMESTAMP_INTERVAL
+
+    def _tsas(self) -> list[TsaEndpoint]:
+        """The configured TSAs in priority order, else the approved TSAs of global configuration."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        wanted: list[tuple[str, str, Any]] = []
+        for tsa in self._ctx.config.tsa:
+            try:
+                cert = x509.load_pem_x509_certificates(tsa.cert.read_bytes())[0]
+            except (OSError, ValueError) as exc:
+                self.log.error("TSA {name}: cannot read its certificate {path}: {error}", name=tsa.name,
+                               path=str(tsa.cert), error=str(exc))
+                continue
+            wanted.append((tsa.name, tsa.url, cert))
+        if not self._ctx.config.tsa:
+            installed = self._installed()
+            if installed is not None:
+                wanted = [(t.name, t.url, t.cert) for t in installed.own_shared.tsas]
+        out = []
+        for name, url, cert in wanted:
+            key = (url, cert.public_bytes(serialization.Encoding.DER))
+            client = self._tsa_clients.get(key)
+            if client is None:
+                from gateway.globalconf.client import make_http_client
+                from hsm.tsa import TsaClient
+
+                client = self._tsa_clients[key] = TsaClient(
+                    make_http_client(self._ctx.reactor, None), self._ctx.reactor, url, [cert],
+                    timeout_seconds=self._ctx.config.message_log.tsa_timeout_seconds)
+            out.append(TsaEndpoint(name, url, client))
+        return out
 
     def startService(self) -> None:
         super().startService()
@@ -56,11 +114,21 @@ class MessageLogService(Service):
         return await self.message_log.write(entry)
 
     def stopService(self) -> Any:
-        super().stopService()
-        return self.db.close()
+        from twisted.internet.defer import maybeDeferred
+
+        stopping = maybeDeferred(super().stopService)
+
+        async def stop() -> None:
+            await stopping
+            await self.db.close()
+
+        return Deferred.fromCoroutine(stop())
 
     def health(self) -> tuple[bool, str]:
-        return self.message_log.health()
+        ok, text = self.message_log.health()
+        if not ok:
+            return ok, text
+        return self.timestamper.health()
 
 
 def messagelog_component() -> Component:
@@ -73,4 +141,5 @@ def messagelog_component() -> Component:
         ctx.add_health_check("message log", service.health)
         return service
 
-    return Component(name="messagelog", build=build, sections=frozenset({"message_log", "database"}), reloadable=True)
+    return Component(name="messagelog", build=build, sections=frozenset({"message_log", "database", "tsa"}),
+                     reloadable=True)

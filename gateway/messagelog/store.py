@@ -18,7 +18,7 @@ import base64
 import hashlib
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
@@ -211,6 +211,9 @@ class MessageLog:
         self._queue: list[_Pending] = []
         self._busy = False
         self._gather: Any = None
+        # Called before every write; raises LoggingFailed to refuse messages (the timestamper's
+        # "failing for longer than the acceptable period").
+        self.gate: Callable[[], None] | None = None
         self.last_failure: str | None = None  # for the health check
         self.failures = 0
 
@@ -224,6 +227,12 @@ class MessageLog:
 
         Records written in the same reactor turn, and those that arrive while a transaction is
         being committed, share the next transaction (group commit): one disk sync for many."""
+        if self.gate is not None:
+            try:
+                self.gate()
+            except LoggingFailed as exc:
+                self._count(entry, exc.code.replace("mlog.", ""))
+                raise
         body = self.settings.logs_body(entry.service_subsystem)
         limit = self.settings.max_loggable_body_bytes
         sizes = [_size(f) for _ct, f in entry.attachments]
@@ -317,6 +326,55 @@ class MessageLog:
 
     def _count(self, entry: LogEntry, result: str) -> None:
         self.metrics.records.labels(side=entry.side, direction=entry.direction, result=result).inc()
+
+    async def unstamped(self, limit: int) -> list[tuple[int, bytes]]:
+        """``(record id, signature document)`` of the oldest records without a time-stamp."""
+        def select(conn: Any) -> list[tuple[int, bytes]]:
+            cur = conn.cursor()
+            cur.execute(self.db.sql("SELECT id, signature FROM logrecord WHERE timestamp_id IS NULL "
+                                    "ORDER BY id LIMIT ?"), (limit,))
+            return [(int(r[0]), bytes(r[1])) for r in cur.fetchall()]
+
+        return await self.db.run(select)
+
+    async def count_unstamped(self) -> int:
+        def count(conn: Any) -> int:
+            cur = conn.cursor()
+            cur.execute("SELECT COUNT(*) FROM logrecord WHERE timestamp_id IS NULL")
+            return int(cur.fetchone()[0])
+
+        return await self.db.run(count)
+
+    async def save_timestamp(self, token: bytes, tsa_url: str, hash_chain_result: bytes,
+                             stamped: Sequence[tuple[int, bytes | None]], created_at: float) -> int:
+        """Store a time-stamp token and link the records it covers (each with its own time-stamp
+        hash chain, or None when the token is over the single record's signature value), in one
+        transaction; the ``tsrecord`` id."""
+        def save(conn: Any) -> int:
+            cur = conn.cursor()
+            cur.execute(self.db.sql("INSERT INTO tsrecord (created_at, tsa_url, hash_chain_result, token) "
+                                    "VALUES (?, ?, ?, ?) RETURNING id"),
+                        (created_at, tsa_url, hash_chain_result, token))
+            ts_id = int(cur.fetchone()[0])
+            cur.executemany(self.db.sql("UPDATE logrecord SET timestamp_id = ?, ts_hash_chain = ? "
+                                        "WHERE id = ? AND timestamp_id IS NULL"),
+                            [(ts_id, chain, record_id) for record_id, chain in stamped])
+            return ts_id
+
+        return await self.db.run(save)
+
+    async def timestamp_of(self, record_id: int) -> tuple[bytes, bytes, bytes | None] | None:
+        """(token, time-stamp hash chain result, the record's hash chain) of a stamped record."""
+        def select(conn: Any) -> tuple[bytes, bytes, bytes | None] | None:
+            cur = conn.cursor()
+            cur.execute(self.db.sql("SELECT t.token, t.hash_chain_result, r.ts_hash_chain FROM logrecord r "
+                                    "JOIN tsrecord t ON t.id = r.timestamp_id WHERE r.id = ?"), (record_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return bytes(row[0]), bytes(row[1]), bytes(row[2]) if row[2] is not None else None
+
+        return await self.db.run(select)
 
     async def records(self, query_id: str | None = None, *, limit: int = 1000) -> list[StoredRecord]:
         """Records (all, or of one query id), oldest first."""
