@@ -197,6 +197,54 @@ def test_logged_messages_are_time_stamped_and_verify_offline(sandbox: dict, tmp_
                                      "MalformedSignature"), info.value
 
 
+def test_asic_download_and_verificationconf_verify_offline_with_log_verify(sandbox: dict, tmp_path: Path) -> None:
+    """X-Road's signed-document download: GET /asic gives the containers of a query (503 until they
+    are time-stamped), GET /verificationconf the configuration; `log verify` checks them offline."""
+    import io
+    import time
+    import zipfile
+
+    status, _ctype, body = call(consumer(sandbox), envelope(text="tải về", qid="asic-1"))
+    assert status == 200, body
+    base = consumer(sandbox) + "asic?queryId=asic-1&xRoadInstance=VN-TEST&memberClass=GOV&memberCode=000.00.00.H41"
+
+    def get(url: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    deadline = time.monotonic() + 30
+    code, data = get(base + "&subsystemCode=edoc")
+    while code == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        code, data = get(base + "&subsystemCode=edoc")
+    assert code == 200, data
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = sorted(z.namelist())
+        assert [n.split("-")[2] for n in names] == ["request", "response"] and all(n.endswith(".asice") for n in names)
+        z.extractall(tmp_path / "asic")
+    code, conf_zip = get(consumer(sandbox) + "verificationconf")
+    assert code == 200
+    with zipfile.ZipFile(io.BytesIO(conf_zip)) as z:
+        z.extractall(tmp_path / "conf")
+    for name in names:
+        out = subprocess.run([*GW, "log", "verify", str(tmp_path / "asic" / name), "--conf", str(tmp_path / "conf")],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert get(base + "&subsystemCode=edoc&requestOnly")[0] == 200
+    with zipfile.ZipFile(io.BytesIO(get(base + "&subsystemCode=edoc&responseOnly")[1])) as z:
+        assert [n.split("-")[2] for n in z.namelist()] == ["response"]
+    assert get(base + "&subsystemCode=edoc&unique")[0] == 200  # one request and its response
+    call(consumer(sandbox), envelope(text="lần hai", qid="asic-1"))  # the same query id again
+    assert get(base + "&subsystemCode=edoc&unique")[0] == 409
+    assert get(base.replace("asic-1", "no-such-query") + "&subsystemCode=edoc")[0] == 404
+    assert get(base + "&subsystemCode=other")[0] == 401  # not a client of this server
+    assert get(consumer(sandbox) + "asic?queryId=asic-1")[0] == 400
+    assert get(base + "&subsystemCode=edoc&requestOnly&responseOnly")[0] == 400
+
+
 def test_attachments_travel_both_ways(sandbox: dict) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB of binary
     boundary = "MIMEBoundary42"

@@ -426,6 +426,14 @@ class ClientProxy(_Base):
         super().__init__(*args, **kwargs)
         self.secure = secure
         self._list_clients = metaservices.ListClientsResource(self._installed, self._now, dialect=self.dialect)
+        from gateway.messagelog.containers import AsicResource, VerificationConfResource
+
+        self._asic = AsicResource(self._message_log, self._authenticate_is)
+        self._verification_conf = VerificationConfResource(lambda: self._current().globalconf.directory)
+
+    def _message_log(self) -> Any:
+        service = self._services.get("messagelog")
+        return getattr(service, "message_log", None)
 
     def _installed(self) -> Any:
         try:
@@ -436,6 +444,10 @@ class ClientProxy(_Base):
     def render(self, request: Request) -> int:
         if metaservices.is_list_clients_request(request.method, request.path or b""):
             return self._list_clients.render(request)  # type: ignore[no-any-return]
+        if request.method in (b"GET", b"HEAD") and request.path == b"/asic":
+            return self._asic.render(request)  # type: ignore[no-any-return]
+        if request.method in (b"GET", b"HEAD") and request.path == b"/verificationconf":
+            return self._verification_conf.render(request)  # type: ignore[no-any-return]
         if _is_rest(request):
             return self._run(request, self._handle_rest(request), rest=True)
         if request.method == b"POST":
