@@ -330,6 +330,12 @@ class _MessageLog(_Model):
     timestamp_failure_period: Duration = 14400.0
     timestamp_records_limit: int = Field(default=10000, ge=1, le=100000)
     tsa_timeout: Duration = 10.0
+    archive_dir: str | None = None
+    archive_interval: Duration = 6 * 3600.0
+    archive_grouping: Literal["none", "member", "subsystem"] = "none"
+    archive_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
+    archive_encryption_keys: dict[str, str] = {}
+    keep_records_for: Duration = 30 * 86400.0
 
 
 class _GlobalConf(_Model):
@@ -514,6 +520,20 @@ class MessageLogConfig:
     timestamp_failure_period_seconds: float = 14400.0
     timestamp_records_limit: int = 10000
     tsa_timeout_seconds: float = 10.0
+    # Archives: every archive_interval_seconds the time-stamped records go, as ASiC-E containers,
+    # into linked ZIP archives (at most archive_max_bytes) in archive_dir, per archive_grouping;
+    # encrypted with GnuPG for archive_encryption_keys[group] ("*": any group); archived records
+    # older than keep_records_for_seconds are deleted from the database.
+    archive_dir: Path | None = None
+    archive_interval_seconds: float = 6 * 3600.0
+    archive_grouping: Literal["none", "member", "subsystem"] = "none"
+    archive_max_bytes: int = 32 * 1024 * 1024
+    archive_encryption_keys: tuple[tuple[str, Path], ...] = ()
+    keep_records_for_seconds: float = 30 * 86400.0
+
+    def encryption_key(self, group: str) -> Path | None:
+        keys = dict(self.archive_encryption_keys)
+        return keys.get(group) or keys.get("*")
 
     def logs_body(self, service_subsystem: str) -> bool:
         return self.body_logging != (service_subsystem in self.body_logging_exceptions)
@@ -864,7 +884,12 @@ class _Validator:
                 synchronous=mlog.synchronous, timeout_seconds=mlog.timeout,
                 timestamp_interval_seconds=mlog.timestamp_interval,
                 timestamp_failure_period_seconds=mlog.timestamp_failure_period,
-                timestamp_records_limit=mlog.timestamp_records_limit, tsa_timeout_seconds=mlog.tsa_timeout),
+                timestamp_records_limit=mlog.timestamp_records_limit, tsa_timeout_seconds=mlog.tsa_timeout,
+                archive_dir=self.path(mlog.archive_dir) if mlog.archive_dir else state_dir / "archive",
+                archive_interval_seconds=mlog.archive_interval, archive_grouping=mlog.archive_grouping,
+                archive_max_bytes=mlog.archive_max_bytes,
+                archive_encryption_keys=tuple((g, self.path(k)) for g, k in mlog.archive_encryption_keys.items()),
+                keep_records_for_seconds=mlog.keep_records_for),
             health=HealthConfig(
                 ok_cache_seconds=health.ok_cache,
                 failure_cache_seconds=health.failure_cache,

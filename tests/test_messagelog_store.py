@@ -180,21 +180,23 @@ async def test_migrations_are_versioned_and_a_newer_schema_is_refused(kind: str,
     log = await _log(kind, tmp_path, request)
     db = log.db
     try:
-        assert await db.migrate(MIGRATIONS) == 1  # nothing to do the second time
-        later = (*MIGRATIONS, Migration(2, "a column", ("ALTER TABLE logrecord ADD COLUMN note TEXT",)))
-        assert await db.migrate(later) == 2
+        n = len(MIGRATIONS)
+        assert await db.migrate(MIGRATIONS) == n  # nothing to do the second time
+        later = (*MIGRATIONS, Migration(n + 1, "a column", ("ALTER TABLE logrecord ADD COLUMN note TEXT",)))
+        assert await db.migrate(later) == n + 1
 
         def columns(conn: Any) -> list[Any]:
             cur = conn.cursor()
             cur.execute(db.sql("SELECT version, description FROM schema_migrations ORDER BY version"))
             return list(cur.fetchall())
 
-        assert [tuple(r) for r in await db.run(columns)] == [(1, MIGRATIONS[0].description), (2, "a column")]
+        assert [tuple(r) for r in await db.run(columns)] == [
+            *((m.version, m.description) for m in MIGRATIONS), (n + 1, "a column")]
         with pytest.raises(DatabaseError) as info:
             await db.migrate(MIGRATIONS)  # an older program on the newer database
         assert info.value.code == "db.schema_too_new"
         with pytest.raises(ValueError):
-            db.migrate((Migration(2, "gap", ()),))
+            db.migrate((Migration(2, "a gap", ()),))
     finally:
         await db.close()
 

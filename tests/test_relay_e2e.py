@@ -245,6 +245,52 @@ def test_asic_download_and_verificationconf_verify_offline_with_log_verify(sandb
     assert get(base + "&subsystemCode=edoc&requestOnly&responseOnly")[0] == 400
 
 
+def test_log_export_writes_linked_archives_that_log_verify_accepts(sandbox: dict, tmp_path: Path) -> None:
+    """`log export` archives the time-stamped records now (the daemon's archiver would at its
+    interval); `log verify ARCHIVE --first --conf DIR` checks the chain and every container; a query's
+    containers are exported on their own too."""
+    import time
+
+    status, _ctype, body = call(consumer(sandbox), envelope(text="lưu trữ", qid="archive-1"))
+    assert status == 200, body
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _log_rows(sandbox, "gw-consumer", "SELECT COUNT(*) FROM logrecord "
+                                                    "WHERE timestamp_id IS NULL")[0][0]:
+        time.sleep(0.5)
+    gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    conf_dir = Path(gw["globalconf"])
+    out = subprocess.run([*GW, "log", "export", "-c", gw["config"], "--query-id", "archive-1", "--out",
+                          str(tmp_path / "query")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    containers = out.stdout.split()
+    assert len(containers) == 2 and all("archive-1-" in c for c in containers)
+    for path in containers:
+        verified = subprocess.run([*GW, "log", "verify", path, "--conf", str(conf_dir)], capture_output=True,
+                                  text=True, timeout=120)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    out = subprocess.run([*GW, "log", "export", "-c", gw["config"], "--out", str(tmp_path / "archives")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    archives = [line for line in out.stdout.splitlines() if line.endswith(".zip")]
+    assert archives, out.stdout  # more than one when earlier tests logged big attachments (32 MiB each at most)
+    chain_arg = ["--first"]
+    listed = ""
+    for archive in archives:  # each one links to the one before
+        verified = subprocess.run([*GW, "log", "verify", archive, *chain_arg, "--conf", str(conf_dir)],
+                                  capture_output=True, text=True, timeout=300)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        listed += verified.stdout
+        last = next(line for line in verified.stdout.splitlines() if line.startswith("last digest: "))
+        chain_arg = ["--previous", last.split(": ", 1)[1]]
+    assert "archive-1" in listed
+    assert _log_rows(sandbox, "gw-consumer", "SELECT COUNT(*) FROM logrecord WHERE query_id = 'archive-1' "
+                                             "AND archived = 1") == [(2,)]
+    # nothing new: a second export writes nothing
+    again = subprocess.run([*GW, "log", "export", "-c", gw["config"], "--out", str(tmp_path / "archives")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 archive(s) written" in again.stdout, again.stdout + again.stderr
+
+
 def test_attachments_travel_both_ways(sandbox: dict) -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB of binary
     boundary = "MIMEBoundary42"

@@ -55,6 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     chain.add_argument("--previous", metavar="HEX", help="archives: the last digest of the previous archive")
     chain.add_argument("--first", action="store_true", help="archives: the first archive of its group")
     v.set_defaults(func=_verify)
+    e = lsub.add_parser(
+        "export", help="write log archives now, or one query's containers",
+        description="Without --query-id: archive every time-stamped record not archived yet, now (the "
+                    "daemon's archiver does this every message_log.archive_interval; a running daemon and this "
+                    "command never fork the archive chain). With --query-id: write the ASiC-E containers of "
+                    "that query into --out.")
+    e.add_argument("-c", "--config", required=True, type=Path, metavar="FILE", help="the gateway's configuration")
+    e.add_argument("--query-id", metavar="ID", help="export the containers of this query (not archived)")
+    e.add_argument("--out", type=Path, metavar="DIR",
+                   help="where to write (default: message_log.archive_dir for archives; required with --query-id)")
+    e.set_defaults(func=_export)
 
 
 def _describe(result: ContainerVerification) -> str:
@@ -223,4 +234,62 @@ def _verify_archive(path: Path, previous: str | None, conf: VerificationConf | N
         name, first = failures[0]
         raise VdxpError(f"{len(failures)} of {result.entries} container(s) in {path.name} do not verify; first: "
                         f"{name}: {first.code}: {first.message}", code="log.container_invalid")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+    from twisted.internet import defer, task
+
+    from gateway.config import load_config
+    from gateway.messagelog.archiver import Archiver
+    from gateway.messagelog.containers import container_name, record_container
+    from gateway.messagelog.store import MessageLog
+    from gateway.store.db import open_database
+
+    if args.query_id is not None and args.out is None:
+        raise UsageError("--query-id needs --out DIR")
+    cfg = load_config(args.config)
+    settings = cfg.message_log
+    lines: list[str] = []
+    failed: list[VdxpError] = []
+
+    async def run(reactor: object) -> None:
+        db = open_database(reactor, cfg.database, synchronous=settings.synchronous)
+        log = MessageLog(db, settings, CollectorRegistry(), reactor)
+        try:
+            await log.start()
+            if args.query_id is not None:
+                records = await log.records(args.query_id)
+                if not records:
+                    raise VdxpError(f"no logged messages of query {args.query_id}", code="mlog.not_found")
+                args.out.mkdir(parents=True, exist_ok=True)
+                for record in records:
+                    path = args.out / container_name(record)
+                    path.write_bytes(await record_container(log, record))
+                    lines.append(f"{path}")
+                return
+            directory = args.out or settings.archive_dir or cfg.server.state_dir / "archive"
+            archiver = Archiver(reactor, log, directory, registry=CollectorRegistry(),
+                                grouping=settings.archive_grouping, max_bytes=settings.archive_max_bytes,
+                                keep_seconds=settings.keep_records_for_seconds,
+                                encryption_keys=settings.encryption_key)
+            await archiver.recover()
+            written = await archiver.archive()
+            lines.extend(str(p) for p in written)
+            lines.append(f"{len(written)} archive(s) written to {directory}")
+        except VdxpError as exc:
+            failed.append(exc)
+        finally:
+            await db.close()
+
+    try:
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as exc:
+        if exc.code:
+            return int(exc.code)
+    if failed:
+        raise failed[0]
+    for line in lines:
+        print(line)
     return 0

@@ -41,6 +41,17 @@ class MessageLogService(MultiService):
                                        failure_period=settings.timestamp_failure_period_seconds,
                                        max_records=settings.timestamp_records_limit, registry=ctx.metrics.registry)
         self.timestamper.setServiceParent(self)
+        from twisted.python.threadpool import ThreadPool
+
+        from gateway.messagelog.archiver import Archiver
+
+        self._archive_pool = ThreadPool(minthreads=1, maxthreads=1, name="vdxp-archiver")
+        archive_dir = settings.archive_dir or config.server.state_dir / "archive"
+        self.archiver = Archiver(ctx.reactor, self.message_log, archive_dir, registry=ctx.metrics.registry,
+                                 interval=settings.archive_interval_seconds, grouping=settings.archive_grouping,
+                                 max_bytes=settings.archive_max_bytes, keep_seconds=settings.keep_records_for_seconds,
+                                 encryption_keys=settings.encryption_key, threadpool=self._archive_pool)
+        self.archiver.setServiceParent(self)
 
     def _installed(self) -> Any:
         conf = self._ctx.peers.get("globalconf")
@@ -90,6 +101,7 @@ class MessageLogService(MultiService):
         return out
 
     def startService(self) -> None:
+        self._archive_pool.start()
         super().startService()
         Deferred.fromCoroutine(self._ensure_schema()).addErrback(lambda _f: None)
 
@@ -120,15 +132,16 @@ class MessageLogService(MultiService):
 
         async def stop() -> None:
             await stopping
+            self._archive_pool.stop()
             await self.db.close()
 
         return Deferred.fromCoroutine(stop())
 
     def health(self) -> tuple[bool, str]:
-        ok, text = self.message_log.health()
-        if not ok:
-            return ok, text
-        return self.timestamper.health()
+        for ok, text in (self.message_log.health(), self.timestamper.health(), self.archiver.health()):
+            if not ok:
+                return ok, text
+        return True, "message log writable, time-stamping and archiving ok"
 
 
 def messagelog_component() -> Component:

@@ -27,11 +27,12 @@ from protocols.xroad.ids import ClientId
 __all__ = ["AsicResource", "VerificationConfResource", "container_name", "record_container"]
 
 
-async def record_container(log: MessageLog, record: StoredRecord) -> bytes:
+async def record_container(log: MessageLog, record: StoredRecord, *, verifiable_only: bool = True) -> bytes:
     """The ASiC-E container of a time-stamped record; raises ``VdxpError`` (``mlog.not_stamped``)
-    for a record without a time-stamp and ``mlog.body_not_logged`` for one logged without its body
-    (its signature could not be verified)."""
-    if not record.body_logged:
+    for a record without a time-stamp and, with ``verifiable_only``, ``mlog.body_not_logged`` for
+    one logged without its body (its signature cannot be verified; the archiver keeps it anyway,
+    as X-Road does)."""
+    if verifiable_only and not record.body_logged:
         raise VdxpError(f"record {record.id} was logged without its body: it cannot be verified",
                         code="mlog.body_not_logged")
     found = await log.timestamp_of(record.id)

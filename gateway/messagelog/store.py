@@ -34,6 +34,7 @@ from protocols.errors import VdxpError
 __all__ = [
     "CHUNK",
     "MIGRATIONS",
+    "ArchiveConflict",
     "LogEntry",
     "LoggingFailed",
     "MessageLog",
@@ -88,7 +89,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (record_id, part, seq)
         )""",
     )),
+    Migration(2, "message log: archive chain state per group", (
+        """CREATE TABLE archive_state (
+            grp TEXT PRIMARY KEY,
+            last_digest TEXT NOT NULL,
+            last_archive TEXT NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+        "CREATE INDEX logrecord_archived_created ON logrecord (archived, created_at)",
+    )),
 )
+
+
+class ArchiveConflict(VdxpError):
+    code = "mlog.archive_conflict"
 
 
 class LoggingFailed(VdxpError):
@@ -375,6 +389,62 @@ class MessageLog:
             return bytes(row[0]), bytes(row[1]), bytes(row[2]) if row[2] is not None else None
 
         return await self.db.run(select)
+
+    async def archivable(self, after_id: int, limit: int) -> list[StoredRecord]:
+        """Time-stamped records not archived yet, with ids above ``after_id``, oldest first."""
+        def select(conn: Any) -> list[StoredRecord]:
+            cur = conn.cursor()
+            cur.execute(self.db.sql(_SELECT + "WHERE archived = 0 AND timestamp_id IS NOT NULL AND id > ? "
+                                    "ORDER BY id LIMIT ?"), (after_id, limit))
+            return [_record(row) for row in cur.fetchall()]
+
+        return await self.db.run(select)
+
+    async def archive_state(self) -> dict[str, tuple[str, str]]:
+        """Per archive group: (last digest, last archive name)."""
+        def select(conn: Any) -> dict[str, tuple[str, str]]:
+            cur = conn.cursor()
+            cur.execute("SELECT grp, last_digest, last_archive FROM archive_state")
+            return {str(r[0]): (str(r[1]), str(r[2])) for r in cur.fetchall()}
+
+        return await self.db.run(select)
+
+    async def commit_archive(self, group: str, expected: str | None, digest: str, name: str,
+                             record_ids: Sequence[int]) -> None:
+        """Record that ``name`` (ending in ``digest``) follows the group's last archive ``expected``
+        and holds ``record_ids``, in one transaction; :class:`ArchiveConflict` when another archiver
+        moved the group's chain in between (nothing is changed then)."""
+        def commit(conn: Any) -> None:
+            cur = conn.cursor()
+            now = self._clock.seconds()
+            if expected is None:
+                cur.execute(self.db.sql("INSERT INTO archive_state (grp, last_digest, last_archive, updated_at) "
+                                        "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM archive_state "
+                                        "WHERE grp = ?)"), (group, digest, name, now, group))
+            else:
+                cur.execute(self.db.sql("UPDATE archive_state SET last_digest = ?, last_archive = ?, updated_at = ? "
+                                        "WHERE grp = ? AND last_digest = ?"), (digest, name, now, group, expected))
+            if cur.rowcount != 1:
+                raise ArchiveConflict(f"the archive chain of group {group or '(all)'} moved meanwhile")
+            cur.executemany(self.db.sql("UPDATE logrecord SET archived = 1 WHERE id = ?"),
+                            [(rid,) for rid in record_ids])
+
+        await self.db.run(commit)
+
+    async def clean(self, older_than: float) -> int:
+        """Delete archived records logged before ``older_than`` (and time-stamps no record uses);
+        never a record that is not archived.  The number of records deleted."""
+        def delete(conn: Any) -> int:
+            cur = conn.cursor()
+            cur.execute(self.db.sql("DELETE FROM logattachment WHERE record_id IN (SELECT id FROM logrecord "
+                                    "WHERE archived = 1 AND created_at < ?)"), (older_than,))
+            cur.execute(self.db.sql("DELETE FROM logrecord WHERE archived = 1 AND created_at < ?"), (older_than,))
+            deleted = int(cur.rowcount)
+            cur.execute("DELETE FROM tsrecord WHERE id NOT IN (SELECT timestamp_id FROM logrecord "
+                        "WHERE timestamp_id IS NOT NULL)")
+            return deleted
+
+        return await self.db.run(delete)
 
     async def records(self, query_id: str | None = None, *, limit: int = 1000) -> list[StoredRecord]:
         """Records (all, or of one query id), oldest first."""
