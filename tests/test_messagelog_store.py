@@ -277,3 +277,25 @@ async def test_wal_journal_and_full_sync_by_default(tmp_path: Path) -> None:
     finally:
         await db.close()
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_locked_beyond_the_busy_timeout_fails_closed_and_recovers(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    path = tmp_path / "gateway.db"
+    db = SqliteDatabase(reactor, path, busy_timeout_ms=300)
+    log = MessageLog(db, MessageLogConfig(), CollectorRegistry(), _Clock())
+    await log.start()
+    other = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another program holds the database
+        with pytest.raises(LoggingFailed) as info:
+            await log.write(_entry(query_id="while-locked"))
+        assert info.value.xroad_code == "LoggingFailed.DatabaseError" and "db.locked" in (log.last_failure or "")
+        other.execute("ROLLBACK")
+        await log.write(_entry(query_id="after"))
+        assert [r.query_id for r in await log.records()] == ["after"]
+    finally:
+        other.close()
+        await db.close()

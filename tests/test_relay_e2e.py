@@ -656,6 +656,54 @@ def test_tsa_down_beyond_the_failure_period_refuses_messages_until_it_is_back(sa
         assert _reload_until(consumer_gw["pid"], answer, "ok") == "ok"
 
 
+def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(sandbox: dict,
+                                                                              tmp_path: Path) -> None:
+    """The provider's log on a small tmpfs: filled up, requests are refused at once (LoggingFailed,
+    the service not called); space freed, the next request is logged and served, no restart."""
+    import os
+    import time
+
+    provider = next(g for g in sandbox["gateways"] if g["name"] == "gw-provider")
+    config = Path(provider["config"])
+    original = config.read_text()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True, timeout=30)
+    data = yaml.safe_load(original)
+    data["database"] = {"url": f"sqlite://{disk}/gateway.db"}
+
+    def echo() -> str:
+        _s, _c, body = call(consumer(sandbox), envelope(qid="disk"))
+        return "ok" if b"echoResponse" in body else faultcode(body)
+
+    try:
+        config.write_text(yaml.safe_dump(data))
+        assert _reload_until(provider["pid"], echo, "ok") == "ok"
+        assert (disk / "gateway.db").exists()
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        service_log = Path(sandbox["dir"]) / "logs" / "example.log"
+        served = service_log.read_text(errors="replace").count("POST /soap")
+        started = time.monotonic()
+        _status, _ctype, body = call(consumer(sandbox), envelope(qid="disk-full", text="x" * 200_000))
+        elapsed = time.monotonic() - started
+        assert faultcode(body) == "Server.ServerProxy.LoggingFailed.DatabaseError", body[:500]
+        assert b"full" in body and elapsed < 5.0  # no waiting for space: refused at once
+        assert service_log.read_text(errors="replace").count("POST /soap") == served  # never passed on
+        os.unlink(filler)
+        assert echo() == "ok"  # space is back: logged and served
+    finally:
+        config.write_text(original)
+        _reload_until(provider["pid"], echo, "ok")
+        subprocess.run(["umount", "-l", str(disk)], timeout=30)
+
+
 def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:
     """faults.dialect: snake gives X-Road 7.8's lower snake_case codes (applied on SIGHUP)."""
     gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")

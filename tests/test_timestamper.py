@@ -210,3 +210,51 @@ async def test_the_loop_runs_at_the_interval(tmp_path: Path, signatures: list[by
         await stamper.stopService()
     finally:
         await log.db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_clients_fail_over_from_a_garbage_and_a_silent_tsa(tmp_path: Path, signatures: list[bytes]) -> None:
+    """TsaClient against real HTTP servers on 127.0.0.1: one answers garbage, one never answers
+    (bounded by the client's timeout); the third in priority order gets the request."""
+    from test_sigverify import _make_pki as make_pki
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import NOT_DONE_YET, Site
+
+    from gateway.globalconf.client import make_http_client
+    from hsm.tsa import TsaClient
+
+    class Garbage(Resource):
+        isLeaf = True
+
+        def render_POST(self, request: object) -> bytes:
+            request.setHeader(b"content-type", b"application/timestamp-reply")  # type: ignore[attr-defined]
+            return b"\x30\x03garbage, not DER"
+
+    class Silent(Resource):
+        isLeaf = True
+
+        def render_POST(self, request: object) -> int:
+            return NOT_DONE_YET
+
+    ports = [reactor.listenTCP(0, Site(r), interface="127.0.0.1") for r in (Garbage(), Silent())]
+    cert = make_pki().ca
+    http = make_http_client(reactor, None)
+    garbage, silent = (TsaClient(http, reactor, f"http://127.0.0.1:{p.getHost().port}/", [cert], timeout_seconds=0.5)
+                       for p in ports)
+    good = _Tsa("tsa-3")
+    log, stamper, _clock = await _setup(tmp_path, [])
+    stamper._tsas = lambda: [TsaEndpoint("garbage", garbage.url, garbage), TsaEndpoint("silent", silent.url, silent),
+                             TsaEndpoint("tsa-3", "http://tsa-3/", good)]
+    try:
+        await log.write(_entry(signatures[0], "a"))
+        await log.write(_entry(signatures[1], "b"))
+        assert await stamper.run_once() == 2 and len(good.asked) == 1
+        results = {(tsa, result) for tsa in ("garbage", "silent", "tsa-3")
+                   for result in ("tsa.malformed", "tsa.timeout", "ok")
+                   if stamper.metrics.requests.labels(tsa=tsa, result=result)._value.get()}
+        assert results == {("garbage", "tsa.malformed"), ("silent", "tsa.timeout"), ("tsa-3", "ok")}
+    finally:
+        await log.db.close()
+        for p in ports:
+            await p.stopListening()
