@@ -330,6 +330,7 @@ class _MessageLog(_Model):
     timestamp_failure_period: Duration = 14400.0
     timestamp_records_limit: int = Field(default=10000, ge=1, le=100000)
     tsa_timeout: Duration = 10.0
+    timestamp_immediately: bool = False
     archive_dir: str | None = None
     archive_interval: Duration = 6 * 3600.0
     archive_grouping: Literal["none", "member", "subsystem"] = "none"
@@ -520,6 +521,8 @@ class MessageLogConfig:
     timestamp_failure_period_seconds: float = 14400.0
     timestamp_records_limit: int = 10000
     tsa_timeout_seconds: float = 10.0
+    # Synchronous mode: each message is time-stamped before it is passed on (a failure refuses it).
+    timestamp_immediately: bool = False
     # Archives: every archive_interval_seconds the time-stamped records go, as ASiC-E containers,
     # into linked ZIP archives (at most archive_max_bytes) in archive_dir, per archive_grouping;
     # encrypted with GnuPG for archive_encryption_keys[group] ("*": any group); archived records
@@ -885,6 +888,7 @@ class _Validator:
                 timestamp_interval_seconds=mlog.timestamp_interval,
                 timestamp_failure_period_seconds=mlog.timestamp_failure_period,
                 timestamp_records_limit=mlog.timestamp_records_limit, tsa_timeout_seconds=mlog.tsa_timeout,
+                timestamp_immediately=mlog.timestamp_immediately,
                 archive_dir=self.path(mlog.archive_dir) if mlog.archive_dir else state_dir / "archive",
                 archive_interval_seconds=mlog.archive_interval, archive_grouping=mlog.archive_grouping,
                 archive_max_bytes=mlog.archive_max_bytes,

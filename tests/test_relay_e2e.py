@@ -704,6 +704,35 @@ def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(
         subprocess.run(["umount", "-l", str(disk)], timeout=30)
 
 
+def test_synchronous_time_stamping_stamps_before_answering(sandbox: dict) -> None:
+    """message_log.timestamp_immediately: when the answer arrives, the consumer's records of the
+    exchange already carry their time-stamps (over their signature values)."""
+    consumer_gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    config = Path(consumer_gw["config"])
+    original = config.read_text()
+    data = yaml.safe_load(original)
+    data["message_log"] = {**data.get("message_log", {}), "timestamp_immediately": True,
+                           "timestamp_interval": "1h"}
+
+    def stamped_at_once() -> str:
+        qid = "sync-" + str(random.randint(0, 1 << 30))
+        _s, _c, body = call(consumer(sandbox), envelope(qid=qid))
+        if b"echoResponse" not in body:
+            return "fault"
+        rows = _log_rows(sandbox, "gw-consumer", "SELECT r.direction, r.ts_hash_chain IS NULL, "
+                                                 "t.hash_chain_result FROM logrecord r JOIN tsrecord t "
+                                                 "ON t.id = r.timestamp_id WHERE r.query_id = ?", (qid,))
+        return "stamped" if sorted(rows) == [("request", 1, b""), ("response", 1, b"")] else f"not yet {rows}"
+
+    try:
+        config.write_text(yaml.safe_dump(data))
+        assert _reload_until(consumer_gw["pid"], stamped_at_once, "stamped") == "stamped"
+    finally:
+        config.write_text(original)
+        _reload_until(consumer_gw["pid"], lambda: "ok" if b"echoResponse" in call(consumer(sandbox), envelope())[2]
+                      else "fault", "ok")
+
+
 def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:
     """faults.dialect: snake gives X-Road 7.8's lower snake_case codes (applied on SIGHUP)."""
     gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")

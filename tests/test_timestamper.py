@@ -258,3 +258,23 @@ async def test_real_clients_fail_over_from_a_garbage_and_a_silent_tsa(tmp_path: 
         await log.db.close()
         for p in ports:
             await p.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_synchronous_stamping_of_one_record(tmp_path: Path, signatures: list[bytes]) -> None:
+    tsa = _Tsa("tsa-1")
+    log, stamper, _clock = await _setup(tmp_path, [tsa])
+    try:
+        record_id = await log.write(_entry(signatures[0], "now"))
+        await stamper.stamp_record(record_id, signatures[0])
+        assert tsa.asked == [hashlib.sha512(signature_value(signatures[0])).digest()]
+        found = await log.timestamp_of(record_id)
+        assert found is not None and found[0] == b"TOKEN:" + tsa.asked[0] and found[2] is None
+        tsa.down = True
+        other = await log.write(_entry(signatures[1], "refused"))
+        with pytest.raises(LoggingFailed) as info:
+            await stamper.stamp_record(other, signatures[1])
+        assert info.value.xroad_code == "LoggingFailed.TimestamperFailed"
+        assert await log.timestamp_of(other) is None
+    finally:
+        await log.db.close()

@@ -123,7 +123,12 @@ class MessageLogService(MultiService):
 
     async def write(self, entry: LogEntry) -> int:
         await self._ensure_schema()
-        return await self.message_log.write(entry)
+        record_id = await self.message_log.write(entry)
+        if self._ctx.config.message_log.timestamp_immediately:
+            # Synchronous time-stamping: the message waits for its own token (X-Road's
+            # timestamp-immediately); the record stays logged either way.
+            await self.timestamper.stamp_record(record_id, entry.signature)
+        return record_id
 
     def stopService(self) -> Any:
         from twisted.internet.defer import maybeDeferred

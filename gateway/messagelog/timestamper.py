@@ -196,6 +196,18 @@ class Timestamper(Service):
         self.log.info("time-stamped {count} message log records at {tsa}", count=len(pending), tsa=tsa.name)
         return len(pending)
 
+    async def stamp_record(self, record_id: int, signature: bytes) -> None:
+        """Synchronous mode: time-stamp one record now, over its signature value; raises
+        :class:`LoggingFailed` (``LoggingFailed.TimestamperFailed``) when no TSA gives a token."""
+        found = await self._stamp(hashlib.sha512(signature_value(signature)).digest())
+        if found is None:
+            raise LoggingFailed(f"Cannot time-stamp messages: {self.last_error}", code="mlog.timestamper_failed",
+                                xroad_code="LoggingFailed.TimestamperFailed")
+        tsa, token = found
+        await self.message_log.save_timestamp(token.token_der, tsa.url, b"", [(record_id, None)],
+                                              self._reactor.seconds())
+        self.metrics.stamped.inc()
+
     async def _stamp(self, digest: bytes) -> tuple[TsaEndpoint, Any] | None:
         tsas = list(self._tsas())
         if not tsas:
