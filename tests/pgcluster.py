@@ -2,6 +2,8 @@
 Unix socket and 127.0.0.1 at a free port, stopped (and removed) afterwards.
 
 initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user.
+Tests run it with ``fsync=off`` (fast, not crash-safe); ``pg_cluster(fsync=True)`` keeps
+PostgreSQL's durable defaults (benchmarks of durable writes).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class Cluster(str):
 
 
 @contextmanager
-def pg_cluster() -> Iterator[Cluster]:
-    """A running cluster (see :class:`Cluster`)."""
+def pg_cluster(*, fsync: bool = False) -> Iterator[Cluster]:
+    """A running cluster (see :class:`Cluster`); ``fsync=True``: WAL flushed to disk at every
+    commit (PostgreSQL's default), else ``fsync=off``."""
     bindir = _bin_dir()
     root = Path(tempfile.mkdtemp(prefix="vdxp-pg-"))
     as_postgres = os.geteuid() == 0
@@ -60,7 +63,8 @@ def pg_cluster() -> Iterator[Cluster]:
 
     def start() -> None:
         run("pg_ctl", "-D", str(data), "-l", str(root / "pg.log"), "-w", "-o",
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off", "start")
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
+            f"-c fsync={'on' if fsync else 'off'}", "start")
 
     def stop() -> None:
         run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
