@@ -551,7 +551,9 @@ class Report:
             + (", nginx" if any(p == "nginx" and not r.skipped for (p, _), r in self.rows.items()) else "") + ").",
             f"- Settings: {a.concurrency} concurrent clients, each on one keep-alive HTTP/1.1 connection (asyncio, "
             f"one process) sending its next message when the last answer arrived; warm-up {a.warmup:g} s, then "
-            f"{a.seconds:g} s per row; sandbox on {self.addresses}, started in {self.started_in:.0f} s.",
+            f"{a.seconds:g} s per row; sandbox on {self.addresses}, started in {self.started_in:.0f} s; member "
+            f"signing keys {'EC P-256' if a.sign_key_type == 'ec' else 'RSA-2048'} on SoftHSM2; every message "
+            "logged by both gateways (SQLite WAL, synchronous=FULL) and time-stamped every 2 s.",
             f"- Messages (SOAP 1.1 X-Road `echo`, whole request of the size, echoed back): {forms}.",
             f"- nginx: {self.nginx_note}",
             "",
@@ -652,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--addresses", help="the sandbox's loopback range (default: a free random 127.x.y.z/28)")
     p.add_argument("--nginx", metavar="PATH", help="the nginx binary (default: nginx on PATH, or /usr/sbin/nginx)")
     p.add_argument("--no-nginx", action="store_true", help="skip the nginx rows")
+    p.add_argument("--sign-key-type", choices=("rsa", "ec"), default="rsa",
+                   help="the gateways' member signing keys: rsa (RSA-2048, default) or ec (P-256)")
     p.add_argument("--keep", action="store_true", help="leave the sandbox (and nginx) running; print where")
     args = p.parse_args(argv)
     if args.concurrency < 1 or args.seconds <= 0:
@@ -672,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         report.addresses = pick_range(args.addresses)
         log(f"sandbox up {sandbox_dir} --addresses {report.addresses}")
         t0 = time.monotonic()
-        data = sb.up(sandbox_dir, report.addresses)
+        data = sb.up(sandbox_dir, report.addresses, sign_key_type=args.sign_key_type)
         report.started_in = time.monotonic() - t0
         gws = {g["name"]: g for g in data["gateways"]}
         gw_pids = {n: int(g["pid"]) for n, g in gws.items()}

@@ -408,12 +408,14 @@ def make_tls_identity(directory: Path, pki: Path, member: str, address: str, env
     return key_path, cert_path
 
 
-def prepare_gateway_token(directory: Path, spec: GatewaySpec, pki: Path) -> Token:
-    """Token, keys (auth and the member's signing key), signing certificate, TLS identity."""
+def prepare_gateway_token(directory: Path, spec: GatewaySpec, pki: Path, sign_key_type: str = "rsa") -> Token:
+    """Token, keys (auth and the member's signing key: RSA-2048 or EC P-256), signing certificate,
+    TLS identity."""
     token = make_token(directory / "hsm", spec.name)
     env = token.env
     generate_key(token, "--usage", "auth", "--member", spec.owner, "--type", "ec", "--label", "auth")
-    ids = {"sign": generate_key(token, "--usage", "sign", "--member", spec.owner, "--label", "sign")}
+    ids = {"sign": generate_key(token, "--usage", "sign", "--member", spec.owner, "--type", sign_key_type,
+                                "--label", "sign")}
     csr = directory / "sign.csr"
     cli(env, "key", "csr", *token.args, "--key-id", ids["sign"], "--profile", "sign", "--member", spec.owner,
         "--member-name", MEMBER_NAMES[spec.owner], "--out", str(csr))
@@ -621,8 +623,9 @@ def _wait_gateway(entry: dict[str, Any], proc: Started, relay_expected: bool, ti
 
 
 def up(directory: Path, addresses: str = DEFAULT_ADDRESSES, *, timeout: float = START_TIMEOUT,
-       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+       progress: Callable[[str], None] | None = None, sign_key_type: str = "rsa") -> dict[str, Any]:
     """Build and start the sandbox in ``directory``; returns what was written to ``sandbox.json``.
+    ``sign_key_type``: the gateways' member signing keys, ``rsa`` (RSA-2048) or ``ec`` (P-256).
 
     On failure everything started is stopped and a :class:`SandboxError` (or ``UsageError``) is
     raised; the files stay for diagnosis.
@@ -659,7 +662,7 @@ def up(directory: Path, addresses: str = DEFAULT_ADDRESSES, *, timeout: float = 
     plan = _Plan(directory, layout, ports)
     started: list[Started] = []
     try:
-        return _up(plan, started, timeout, say)
+        return _up(plan, started, timeout, say, sign_key_type)
     except BaseException:
         stop_processes([(p.pid, p.started) for p in reversed(started)])
         for p in started:
@@ -668,7 +671,8 @@ def up(directory: Path, addresses: str = DEFAULT_ADDRESSES, *, timeout: float = 
         raise
 
 
-def _up(plan: _Plan, started: list[Started], timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+def _up(plan: _Plan, started: list[Started], timeout: float, say: Callable[[str], None],
+        sign_key_type: str = "rsa") -> dict[str, Any]:
     d, lay = plan.dir, plan.layout
     logs = d / "logs"
     pki = d / "pki"
@@ -691,8 +695,8 @@ def _up(plan: _Plan, started: list[Started], timeout: float, say: Callable[[str]
     provider_spec, consumer_spec = lay.gateways()
     trust, provider_token, consumer_token = _parallel(
         lambda: prepare_trust_token(d / "trust", pki),
-        lambda: prepare_gateway_token(d / PROVIDER, provider_spec, pki),
-        lambda: prepare_gateway_token(d / CONSUMER, consumer_spec, pki),
+        lambda: prepare_gateway_token(d / PROVIDER, provider_spec, pki, sign_key_type),
+        lambda: prepare_gateway_token(d / CONSUMER, consumer_spec, pki, sign_key_type),
     )
     tokens = {PROVIDER: provider_token, CONSUMER: consumer_token}
 

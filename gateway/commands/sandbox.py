@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help=f"seconds each process may take to come up (default {sandbox.START_TIMEOUT:.0f})")
     up.add_argument("--quiet", action="store_true",
                     help="no progress lines on standard error (they are only shown on a terminal anyway)")
+    up.add_argument("--sign-key-type", choices=("rsa", "ec"), default="rsa",
+                    help="the gateways' member signing keys: rsa (RSA-2048, default) or ec (P-256)")
     up.set_defaults(func=_up)
 
     st = ssub.add_parser("status", help="print sandbox.json with \"alive\" for every process")
@@ -64,7 +66,8 @@ def _up(args: argparse.Namespace) -> int:
             sys.stderr.write(f"sandbox: {text}\n")
             sys.stderr.flush()
 
-    data = sandbox.up(args.dir, args.addresses, timeout=args.timeout, progress=progress)
+    data = sandbox.up(args.dir, args.addresses, timeout=args.timeout, progress=progress,
+                      sign_key_type=args.sign_key_type)
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return 0
 
