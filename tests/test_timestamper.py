@@ -278,3 +278,23 @@ async def test_synchronous_stamping_of_one_record(tmp_path: Path, signatures: li
         assert await log.timestamp_of(other) is None
     finally:
         await log.db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_batch_is_linked_in_several_short_transactions(tmp_path: Path, signatures: list[bytes]) -> None:
+    from twisted.internet import defer
+
+    tsa = _Tsa("tsa-1")
+    log, stamper, _clock = await _setup(tmp_path, [tsa])
+    try:
+        await defer.gatherResults([defer.Deferred.fromCoroutine(log.write(_entry(signatures[i % 3], f"q{i}")))
+                                   for i in range(1234)])
+        assert await stamper.run_once() == 1234 and len(tsa.asked) == 1
+        assert await log.unstamped(2000) == [] and await log.count_unstamped() == 0
+        last = (await log.records(limit=2000))[-1]
+        found = await log.timestamp_of(last.id)
+        assert found is not None and found[2] is not None
+        verify_hash_chain(found[1], {"/ts-hashchain.xml": found[2], SIGNATURES_URI: last.signature}.get,
+                          {SIGNATURES_URI: None})
+    finally:
+        await log.db.close()

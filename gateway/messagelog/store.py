@@ -342,12 +342,22 @@ class MessageLog:
         self.metrics.records.labels(side=entry.side, direction=entry.direction, result=result).inc()
 
     async def unstamped(self, limit: int) -> list[tuple[int, bytes]]:
-        """``(record id, signature document)`` of the oldest records without a time-stamp."""
+        """``(record id, SHA-512 of its signature document)`` of the oldest records without a
+        time-stamp (the digest is the stored ``signaturehash``: the documents are not read again)."""
         def select(conn: Any) -> list[tuple[int, bytes]]:
             cur = conn.cursor()
-            cur.execute(self.db.sql("SELECT id, signature FROM logrecord WHERE timestamp_id IS NULL "
+            cur.execute(self.db.sql("SELECT id, signature_hash FROM logrecord WHERE timestamp_id IS NULL "
                                     "ORDER BY id LIMIT ?"), (limit,))
-            return [(int(r[0]), bytes(r[1])) for r in cur.fetchall()]
+            return [(int(r[0]), base64.b64decode(r[1])) for r in cur.fetchall()]
+
+        return await self.db.run(select)
+
+    async def signature_of(self, record_id: int) -> bytes | None:
+        def select(conn: Any) -> bytes | None:
+            cur = conn.cursor()
+            cur.execute(self.db.sql("SELECT signature FROM logrecord WHERE id = ?"), (record_id,))
+            row = cur.fetchone()
+            return bytes(row[0]) if row is not None else None
 
         return await self.db.run(select)
 
@@ -360,22 +370,34 @@ class MessageLog:
         return await self.db.run(count)
 
     async def save_timestamp(self, token: bytes, tsa_url: str, hash_chain_result: bytes,
-                             stamped: Sequence[tuple[int, bytes | None]], created_at: float) -> int:
+                             stamped: Sequence[tuple[int, bytes | None]], created_at: float,
+                             chunk: int = 500) -> int:
         """Store a time-stamp token and link the records it covers (each with its own time-stamp
-        hash chain, or None when the token is over the single record's signature value), in one
-        transaction; the ``tsrecord`` id."""
+        hash chain, or None when the token is over the single record's signature value); the
+        ``tsrecord`` id.  The links are written ``chunk`` records per transaction, so message writes
+        (on SQLite's one database thread) wait for a short transaction, not for 10,000 updates; a
+        record whose link was not written (a stop in between) is simply stamped again later."""
+        update = self.db.sql("UPDATE logrecord SET timestamp_id = ?, ts_hash_chain = ? "
+                             "WHERE id = ? AND timestamp_id IS NULL")
+
         def save(conn: Any) -> int:
             cur = conn.cursor()
             cur.execute(self.db.sql("INSERT INTO tsrecord (created_at, tsa_url, hash_chain_result, token) "
                                     "VALUES (?, ?, ?, ?) RETURNING id"),
                         (created_at, tsa_url, hash_chain_result, token))
             ts_id = int(cur.fetchone()[0])
-            cur.executemany(self.db.sql("UPDATE logrecord SET timestamp_id = ?, ts_hash_chain = ? "
-                                        "WHERE id = ? AND timestamp_id IS NULL"),
-                            [(ts_id, chain, record_id) for record_id, chain in stamped])
+            cur.executemany(update, [(ts_id, chain, record_id) for record_id, chain in stamped[:chunk]])
             return ts_id
 
-        return await self.db.run(save)
+        ts_id = await self.db.run(save)
+        for start in range(chunk, len(stamped), chunk):
+            part = stamped[start:start + chunk]
+
+            def link(conn: Any, part: Sequence[tuple[int, bytes | None]] = part) -> None:
+                conn.cursor().executemany(update, [(ts_id, chain, record_id) for record_id, chain in part])
+
+            await self.db.run(link)
+        return ts_id
 
     async def timestamp_of(self, record_id: int) -> tuple[bytes, bytes, bytes | None] | None:
         """(token, time-stamp hash chain result, the record's hash chain) of a stamped record."""

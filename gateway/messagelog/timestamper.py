@@ -166,16 +166,16 @@ class Timestamper(Service):
             return 0
         chains: list[bytes | None]
         if len(pending) == 1:
-            record_id, signature = pending[0]
+            record_id = pending[0][0]
             try:
-                stamped = signature_value(signature)
+                stamped = signature_value(await self.message_log.signature_of(record_id) or b"")
             except (VdxpError, ValueError) as exc:  # not expected: the signature was made or verified here
                 self.log.error("time-stamping: record {id} has no usable signature value: {error}", id=record_id,
                                error=str(exc))
                 return 0
             result, chains = b"", [None]
         else:
-            batch = build_batch([[(SIGNATURES_URI, hashlib.sha512(sig).digest())] for _id, sig in pending],
+            batch = build_batch([[(SIGNATURES_URI, digest)] for _id, digest in pending],
                                 digest_uri=SHA512_URI, chain_uri=TS_HASH_CHAIN)
             stamped, result, chains = batch.result_xml, batch.result_xml, list(batch.chains)
         found = await self._stamp(hashlib.sha512(stamped).digest())
