@@ -659,7 +659,8 @@ def test_tsa_down_beyond_the_failure_period_refuses_messages_until_it_is_back(sa
 def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(sandbox: dict,
                                                                               tmp_path: Path) -> None:
     """The provider's log on a small tmpfs: filled up, requests are refused at once (LoggingFailed,
-    the service not called); space freed, the next request is logged and served, no restart."""
+    the service not called); space freed, the next request is logged and served, no restart.  Then
+    a log on a read-only file system: refused; the file system made writable: served."""
     import os
     import time
 
@@ -669,6 +670,7 @@ def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True, timeout=30)
+    mounted = [disk]
     data = yaml.safe_load(original)
     data["database"] = {"url": f"sqlite://{disk}/gateway.db"}
 
@@ -698,10 +700,22 @@ def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(
         assert service_log.read_text(errors="replace").count("POST /soap") == served  # never passed on
         os.unlink(filler)
         assert echo() == "ok"  # space is back: logged and served
+        # a log on a file system mounted read-only: refused; made writable: served, no restart
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,ro", "tmpfs", str(ro)], check=True, timeout=30)
+        mounted.append(ro)
+        data["database"] = {"url": f"sqlite://{ro}/gateway.db"}
+        config.write_text(yaml.safe_dump(data))
+        code = _reload_until(provider["pid"], echo, "Server.ServerProxy.LoggingFailed.DatabaseError")
+        assert code == "Server.ServerProxy.LoggingFailed.DatabaseError"
+        subprocess.run(["mount", "-o", "remount,rw", str(ro)], check=True, timeout=30)
+        assert echo() == "ok" and (ro / "gateway.db").exists()
     finally:
         config.write_text(original)
         _reload_until(provider["pid"], echo, "ok")
-        subprocess.run(["umount", "-l", str(disk)], timeout=30)
+        for path in mounted:
+            subprocess.run(["umount", "-l", str(path)], timeout=30)
 
 
 def test_synchronous_time_stamping_stamps_before_answering(sandbox: dict) -> None:
