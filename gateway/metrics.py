@@ -14,6 +14,9 @@ the registries we have (PLATFORM-NOTES §10).
 from __future__ import annotations
 
 import platform
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 import twisted
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -22,6 +25,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 __all__ = ["GatewayMetrics", "MetricsResource", "build_version"]
+
+
+_T = TypeVar("_T")
+
+
+def per_registry(factory: Callable[[CollectorRegistry], _T]) -> Callable[[CollectorRegistry], _T]:
+    """``factory(registry)`` made once per registry: a component rebuilt on reload gets the series
+    it registered before (registering them twice would fail)."""
+    made: weakref.WeakKeyDictionary[CollectorRegistry, _T] = weakref.WeakKeyDictionary()
+
+    def get(registry: CollectorRegistry) -> _T:
+        found = made.get(registry)
+        if found is None:
+            found = made[registry] = factory(registry)
+        return found
+
+    return get
 
 
 def build_version() -> str:

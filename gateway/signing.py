@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from gateway.config import GatewayConfig
 from gateway.daemon import Component, ComponentContext
 from gateway.health import HealthResult
+from gateway.metrics import per_registry
 from hsm.config import KeyRef
 from hsm.p11thread import deferred_call
 from hsm.signer import MessageSigner, SigningKey, resolve_mechanism
@@ -208,12 +209,4 @@ def _bound_health(service: SigningService, token_id: str) -> Any:
     return lambda: service.health(token_id)
 
 
-_metrics_by_registry: dict[int, SigningMetrics] = {}
-
-
-def _metrics(registry: CollectorRegistry) -> SigningMetrics:
-    """One set of series per registry (a reload rebuilds the component, not the series)."""
-    key = id(registry)
-    if key not in _metrics_by_registry:
-        _metrics_by_registry[key] = SigningMetrics(registry)
-    return _metrics_by_registry[key]
+_metrics = per_registry(SigningMetrics)  # one set of series per registry (a reload rebuilds the component)

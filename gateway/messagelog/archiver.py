@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from twisted.logger import Logger
 
 from gateway.messagelog.containers import container_name, record_container
 from gateway.messagelog.store import ArchiveConflict, MessageLog, StoredRecord
+from gateway.metrics import per_registry
 from protocols.errors import VdxpError
 from protocols.logarchive import archive_name, build_archive
 
@@ -65,14 +65,7 @@ class _Metrics:
                           registry=registry)
 
 
-_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics(registry: CollectorRegistry) -> _Metrics:
-    found = _metrics_by_registry.get(registry)
-    if found is None:
-        found = _metrics_by_registry[registry] = _Metrics(registry)
-    return found
+_metrics = per_registry(_Metrics)
 
 
 class Archiver(Service):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
@@ -28,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.config import MessageLogConfig
+from gateway.metrics import per_registry
 from gateway.store.db import Database, DatabaseError, Migration
 from protocols.errors import VdxpError
 
@@ -199,15 +199,7 @@ class _Metrics:
                                registry=registry, buckets=(1, 2, 5, 10, 20, 50, 100, 200))
 
 
-_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics(registry: CollectorRegistry) -> _Metrics:
-    """One set of series per registry (a reload rebuilds the message log, not its series)."""
-    found = _metrics_by_registry.get(registry)
-    if found is None:
-        found = _metrics_by_registry[registry] = _Metrics(registry)
-    return found
+_metrics = per_registry(_Metrics)
 
 
 class MessageLog:

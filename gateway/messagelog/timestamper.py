@@ -22,7 +22,6 @@ import base64
 import hashlib
 import secrets
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gateway.messagelog.store import LoggingFailed, MessageLog
+from gateway.metrics import per_registry
 from protocols.errors import VdxpError
 from protocols.hashchain import SHA512_URI, build_batch
 
@@ -76,14 +76,7 @@ class _Metrics:
                                   "When a time-stamp was last obtained (Unix time).", registry=registry)
 
 
-_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics(registry: CollectorRegistry) -> _Metrics:
-    found = _metrics_by_registry.get(registry)
-    if found is None:
-        found = _metrics_by_registry[registry] = _Metrics(registry)
-    return found
+_metrics = per_registry(_Metrics)
 
 
 class Timestamper(Service):
