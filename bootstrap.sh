@@ -12,7 +12,7 @@ shift || true
 VENV="${VDXP_VENV:-.venv}"
 
 # softhsm2: the development HSM; opensc: pkcs11-tool; openssl: cross-checks in tests.
-APT_PACKAGES=(softhsm2 opensc openssl python3 python3-venv python3-dev gcc ca-certificates postgresql)
+APT_PACKAGES=(softhsm2 opensc openssl python3 python3-venv python3-dev gcc ca-certificates postgresql gnupg)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
