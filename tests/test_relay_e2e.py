@@ -747,6 +747,58 @@ def test_synchronous_time_stamping_stamps_before_answering(sandbox: dict) -> Non
                       else "fault", "ok")
 
 
+def test_asic_force_time_stamps_at_once(sandbox: dict, tmp_path: Path) -> None:
+    """With stamping far away (interval 1 h), /asic answers 503 for a new query; with &force the
+    gateway time-stamps its records at once and the containers verify offline."""
+    import io
+    import zipfile
+
+    from gateway.globalconf.disk import read_conf_dir
+    from protocols.asic import verify_container
+
+    consumer_gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")
+    config = Path(consumer_gw["config"])
+    original = config.read_text()
+    data = yaml.safe_load(original)
+    data["message_log"] = {**data.get("message_log", {}), "timestamp_interval": "1h"}
+    base = (consumer(sandbox) + "asic?queryId={qid}&xRoadInstance=VN-TEST&memberClass=GOV"
+            "&memberCode=000.00.00.H41&subsystemCode=edoc")
+
+    def get(url: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def unstamped_answer() -> str:
+        qid = "force-" + str(random.randint(0, 1 << 30))
+        _s, _c, body = call(consumer(sandbox), envelope(qid=qid))
+        if b"echoResponse" not in body:
+            return "fault"
+        return qid if get(base.format(qid=qid))[0] == 503 else "stamped already"
+
+    try:
+        config.write_text(yaml.safe_dump(data))
+        qid = ""
+        for _ in range(3):  # the reload takes effect within a call or two
+            qid = _reload_until(consumer_gw["pid"], unstamped_answer, "never", timeout=5) or unstamped_answer()
+            if qid.startswith("force-"):
+                break
+        assert qid.startswith("force-"), qid
+        code, body = get(base.format(qid=qid) + "&force")
+        assert code == 200, body
+        conf = read_conf_dir(Path(consumer_gw["globalconf"]))
+        with zipfile.ZipFile(io.BytesIO(body)) as z:
+            assert len(z.namelist()) == 2
+            for name in z.namelist():
+                assert verify_container(z.read(name), conf).tsa_name == "tsa-1"
+    finally:
+        config.write_text(original)
+        _reload_until(consumer_gw["pid"], lambda: "ok" if b"echoResponse" in call(consumer(sandbox), envelope())[2]
+                      else "fault", "ok")
+
+
 def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:
     """faults.dialect: snake gives X-Road 7.8's lower snake_case codes (applied on SIGHUP)."""
     gw = next(g for g in sandbox["gateways"] if g["name"] == "gw-consumer")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import secrets
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,21 +64,25 @@ def _error(request: Request, status: int, message: str) -> bytes:
 
 class AsicResource(Resource):
     """``GET /asic?queryId=Q&xRoadInstance=&memberClass=&memberCode=[&subsystemCode=]
-    [&requestOnly|&responseOnly][&unique]``: a ZIP of the ASiC-E containers of query ``Q`` made for
-    that client (400 bad parameters, 401 a client not hosted here or not authenticated, 404 nothing
-    logged, 409 ``unique`` and several, 503 not time-stamped yet, 500 the log failed).
+    [&requestOnly|&responseOnly][&unique][&force]``: a ZIP of the ASiC-E containers of query ``Q``
+    made for that client (400 bad parameters, 401 a client not hosted here or not authenticated,
+    404 nothing logged, 409 ``unique`` and several, 503 not time-stamped yet, 500 the log failed);
+    ``force`` time-stamps records that are not yet, at once.
 
     ``log`` returns the running message log (or None); ``authenticate(request, client)`` raises
-    when the information system may not act as ``client``."""
+    when the information system may not act as ``client``; ``stamp(record)`` time-stamps one
+    record now (None: ``force`` is not offered)."""
 
     isLeaf = True
     log = Logger()
 
     def __init__(self, message_log: Callable[[], MessageLog | None],
-                 authenticate: Callable[[Request, ClientId], Any]) -> None:
+                 authenticate: Callable[[Request, ClientId], Any],
+                 stamp: Callable[[StoredRecord], Awaitable[Any]] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._log = message_log
         self._authenticate = authenticate
+        self._stamp = stamp
 
     def render_GET(self, request: Request) -> bytes | int:
         from urllib.parse import parse_qs
@@ -109,12 +113,13 @@ class AsicResource(Resource):
         if message_log is None:
             return _error(request, 500, "the message log is not running")
         only = "request" if "requestOnly" in args else "response" if "responseOnly" in args else None
-        d = Deferred.fromCoroutine(self._answer(request, message_log, query_id, client, only, "unique" in args))
+        d = Deferred.fromCoroutine(self._answer(request, message_log, query_id, client, only, "unique" in args,
+                                                "force" in args))
         d.addErrback(lambda f: self.log.failure("asic download failed", f))
         return NOT_DONE_YET
 
     async def _answer(self, request: Request, message_log: MessageLog, query_id: str, client: ClientId,
-                      only: str | None, unique: bool) -> None:
+                      only: str | None, unique: bool, force: bool = False) -> None:
         try:
             records = [r for r in await message_log.records(query_id)
                        if r.client == str(client) and (only is None or r.direction == only)]
@@ -123,6 +128,10 @@ class AsicResource(Resource):
             elif unique and len(records) > (1 if only else 2):
                 body = _error(request, 409, f"query {query_id} is not unique ({len(records)} messages)")
             else:
+                if force and self._stamp is not None:
+                    for record in records:
+                        if record.timestamp_id is None:
+                            await self._stamp(record)
                 body = await self._zip(records, message_log)
                 request.setHeader(b"content-type", b"application/zip")  # type: ignore[no-untyped-call]
                 request.setHeader(b"content-disposition",  # type: ignore[no-untyped-call]

@@ -428,12 +428,19 @@ class ClientProxy(_Base):
         self._list_clients = metaservices.ListClientsResource(self._installed, self._now, dialect=self.dialect)
         from gateway.messagelog.containers import AsicResource, VerificationConfResource
 
-        self._asic = AsicResource(self._message_log, self._authenticate_is)
+        self._asic = AsicResource(self._message_log, self._authenticate_is, self._stamp_now)
         self._verification_conf = VerificationConfResource(lambda: self._current().globalconf.directory)
 
     def _message_log(self) -> Any:
         service = self._services.get("messagelog")
         return getattr(service, "message_log", None)
+
+    async def _stamp_now(self, record: Any) -> None:
+        """``/asic?…&force``: time-stamp a record now (LoggingFailed when no TSA answers)."""
+        timestamper = getattr(self._services.get("messagelog"), "timestamper", None)
+        if timestamper is None:
+            raise VdxpError("the message log is not running", code="mlog.not_running")
+        await timestamper.stamp_record(record.id, record.signature)
 
     def _installed(self) -> Any:
         try:
