@@ -12,6 +12,9 @@ from protocols.errors import XmlError
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 256
+# libxml2 refuses documents nested deeper than this without XML_PARSE_HUGE (huge_tree=False):
+# up to it, the parser's own check is enough and the tree need not be walked again in Python.
+_LIBXML2_MAX_DEPTH = 256
 
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(resolve_entities=False, no_network=True, dtd_validation=False, load_dtd=False,
@@ -36,7 +39,8 @@ def parse_xml(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES, max_depth: in
     docinfo = root.getroottree().docinfo
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise XmlError("XML with a DOCTYPE/DTD is not accepted", code="xml.dtd_forbidden")
-    _check_depth(root, max_depth)
+    if max_depth < _LIBXML2_MAX_DEPTH:
+        _check_depth(root, max_depth)
     return root
 
 

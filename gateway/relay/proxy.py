@@ -173,14 +173,17 @@ class _Base(Resource):
             raise XRoadFault("LoggingFailed", "the message log is not running", prefix=self.prefix)
         provider = getattr(service, "provider", None)
         signature: bytes = getattr(end, "signature", None) or getattr(end, "signature_xml", None) or b""
+        subsystem = str(provider) if provider is not None else str(service)
+        stripped = None
+        if not self._current().message_log.logs_body(subsystem):  # only then is the body-less copy kept
+            stripped = soap.without_body(message) if protocol == "soap" else _rest_head(message)
         entry = LogEntry(
             side="client" if self.side == "client" else "server", direction=direction, protocol=protocol,
             query_id=query_id, client=str(client), service=str(service),
-            service_subsystem=str(provider) if provider is not None else str(service), signer=signer,
+            service_subsystem=subsystem, signer=signer,
             message=message, signature=signature,
             hash_chain=end.hash_chain, hash_chain_result=end.hash_chain_result, x_request_id=x_request_id,
-            attachments=attachments,
-            stripped_message=soap.without_body(message) if protocol == "soap" else _rest_head(message))
+            attachments=attachments, stripped_message=stripped)
         try:
             await service_log.write(entry)
         except LoggingFailed as exc:
