@@ -229,6 +229,9 @@ async def test_sqlite_disk_full_fails_closed_and_recovers(tmp_path: Path) -> Non
             conn.execute("PRAGMA max_page_count=1073741823")
 
         await db.run(uncap)
+        assert not log.health()[0]
+        assert await log.probe() == (True, "message log writable")  # healthy again without a message
+        assert log.health()[0]
         await log.write(_entry(query_id="big", attachments=[("application/pdf", io.BytesIO(os.urandom(200_000)))]))
         assert log.health()[0] and [r.query_id for r in await log.records()] == ["q-1", "big"]
         assert oct((tmp_path / "gateway.db").stat().st_mode & 0o777) == "0o600"

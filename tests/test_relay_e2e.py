@@ -678,6 +678,13 @@ def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(
         _s, _c, body = call(consumer(sandbox), envelope(qid="disk"))
         return "ok" if b"echoResponse" in body else faultcode(body)
 
+    def health() -> int:
+        try:
+            with urllib.request.urlopen(provider["health"], timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
     try:
         config.write_text(yaml.safe_dump(data))
         assert _reload_until(provider["pid"], echo, "ok") == "ok"
@@ -698,7 +705,12 @@ def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(
         assert faultcode(body) == "Server.ServerProxy.LoggingFailed.DatabaseError", body[:500]
         assert b"full" in body and elapsed < 5.0  # no waiting for space: refused at once
         assert service_log.read_text(errors="replace").count("POST /soap") == served  # never passed on
+        assert health() == 500  # the health check probes with a write: still full
         os.unlink(filler)
+        deadline = time.monotonic() + 10
+        while health() != 200 and time.monotonic() < deadline:  # healthy again before any message
+            time.sleep(0.3)
+        assert health() == 200
         assert echo() == "ok"  # space is back: logged and served
         # a log on a file system mounted read-only: refused; made writable: served, no restart
         ro = tmp_path / "ro"

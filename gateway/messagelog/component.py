@@ -8,6 +8,7 @@ tried again on the next message, so the gateway recovers without a restart.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -142,11 +143,32 @@ class MessageLogService(MultiService):
 
         return Deferred.fromCoroutine(stop())
 
-    def health(self) -> tuple[bool, str]:
-        for ok, text in (self.message_log.health(), self.timestamper.health(), self.archiver.health()):
-            if not ok:
-                return ok, text
-        return True, "message log writable, time-stamping and archiving ok"
+    def health(self) -> Deferred[tuple[bool, str]]:
+        async def check() -> tuple[bool, str]:
+            space = self._disk_space_problem()
+            if space is not None:
+                return False, space
+            for ok, text in (await self.message_log.probe(), self.timestamper.health(), self.archiver.health()):
+                if not ok:
+                    return ok, text
+            return True, "message log writable, time-stamping and archiving ok"
+
+        return Deferred.fromCoroutine(check())
+
+    def _disk_space_problem(self) -> str | None:
+        """SQLite: the file system of the log nearly full (less than 5 % of it, at most 256 MiB, free)
+        — a full disk refuses big messages first, while small writes still fit in the journal."""
+        path = getattr(self.db, "path", None)
+        if path is None:
+            return None
+        try:
+            st = os.statvfs(path.parent)
+        except OSError as exc:
+            return f"message log: cannot read the file system of {path.parent}: {exc.strerror}"
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+        if free < min(256 * 1024 * 1024, total // 20):
+            return f"message log: the file system of {path.parent} is nearly full ({free // 1024} KiB free)"
+        return None
 
 
 def messagelog_component() -> Component:

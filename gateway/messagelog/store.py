@@ -490,6 +490,25 @@ class MessageLog:
             return False, f"message log: {self.last_failure}"
         return True, "message log writable"
 
+    async def probe(self) -> tuple[bool, str]:
+        """After a failed write: is the database writable again?  A real write that changes
+        nothing (it needs space in the journal, so a full disk still fails it); clears the failure
+        when it succeeds, so the health check recovers without waiting for the next message."""
+        if self.last_failure is None:
+            return self.health()
+
+        def touch(conn: Any) -> None:
+            conn.cursor().execute("UPDATE schema_migrations SET applied_at = applied_at "
+                                  "WHERE version = (SELECT MAX(version) FROM schema_migrations)")
+
+        try:
+            await self.db.run(touch, timeout=min(self.settings.timeout_seconds, 5.0))
+        except DatabaseError as exc:
+            self.last_failure = f"{exc.code}: {exc.message}"
+            return False, f"message log: {self.last_failure}"
+        self.last_failure = None
+        return True, "message log writable"
+
 
 def _size(f: IO[bytes]) -> int:
     position = f.tell()
