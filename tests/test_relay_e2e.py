@@ -90,6 +90,21 @@ def faultcode(body: bytes) -> str:
     return str(code.text)
 
 
+def http_get(url: str) -> tuple[int, bytes]:
+    """Status and body of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def echo_or_fault(sb: dict, qid: str = "q-1") -> str:
+    """``ok`` when an echo through the gateways is answered, else the fault code."""
+    _s, _c, body = call(consumer(sb), envelope(qid=qid))
+    return "ok" if b"echoResponse" in body else faultcode(body)
+
+
 def test_soap_call_is_relayed_signed_and_verified(sandbox: dict) -> None:
     status, ctype, body = call(consumer(sandbox), envelope(text="Chào thế giới"))
     assert status == 200 and ctype.startswith("text/xml"), body
@@ -208,24 +223,17 @@ def test_asic_download_and_verificationconf_verify_offline_with_log_verify(sandb
     assert status == 200, body
     base = consumer(sandbox) + "asic?queryId=asic-1&xRoadInstance=VN-TEST&memberClass=GOV&memberCode=000.00.00.H41"
 
-    def get(url: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
     deadline = time.monotonic() + 30
-    code, data = get(base + "&subsystemCode=edoc")
+    code, data = http_get(base + "&subsystemCode=edoc")
     while code == 503 and time.monotonic() < deadline:
         time.sleep(0.5)
-        code, data = get(base + "&subsystemCode=edoc")
+        code, data = http_get(base + "&subsystemCode=edoc")
     assert code == 200, data
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = sorted(z.namelist())
         assert [n.split("-")[2] for n in names] == ["request", "response"] and all(n.endswith(".asice") for n in names)
         z.extractall(tmp_path / "asic")
-    code, conf_zip = get(consumer(sandbox) + "verificationconf")
+    code, conf_zip = http_get(consumer(sandbox) + "verificationconf")
     assert code == 200
     with zipfile.ZipFile(io.BytesIO(conf_zip)) as z:
         z.extractall(tmp_path / "conf")
@@ -233,16 +241,16 @@ def test_asic_download_and_verificationconf_verify_offline_with_log_verify(sandb
         out = subprocess.run([*GW, "log", "verify", str(tmp_path / "asic" / name), "--conf", str(tmp_path / "conf")],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
-    assert get(base + "&subsystemCode=edoc&requestOnly")[0] == 200
-    with zipfile.ZipFile(io.BytesIO(get(base + "&subsystemCode=edoc&responseOnly")[1])) as z:
+    assert http_get(base + "&subsystemCode=edoc&requestOnly")[0] == 200
+    with zipfile.ZipFile(io.BytesIO(http_get(base + "&subsystemCode=edoc&responseOnly")[1])) as z:
         assert [n.split("-")[2] for n in z.namelist()] == ["response"]
-    assert get(base + "&subsystemCode=edoc&unique")[0] == 200  # one request and its response
+    assert http_get(base + "&subsystemCode=edoc&unique")[0] == 200  # one request and its response
     call(consumer(sandbox), envelope(text="lần hai", qid="asic-1"))  # the same query id again
-    assert get(base + "&subsystemCode=edoc&unique")[0] == 409
-    assert get(base.replace("asic-1", "no-such-query") + "&subsystemCode=edoc")[0] == 404
-    assert get(base + "&subsystemCode=other")[0] == 401  # not a client of this server
-    assert get(consumer(sandbox) + "asic?queryId=asic-1")[0] == 400
-    assert get(base + "&subsystemCode=edoc&requestOnly&responseOnly")[0] == 400
+    assert http_get(base + "&subsystemCode=edoc&unique")[0] == 409
+    assert http_get(base.replace("asic-1", "no-such-query") + "&subsystemCode=edoc")[0] == 404
+    assert http_get(base + "&subsystemCode=other")[0] == 401  # not a client of this server
+    assert http_get(consumer(sandbox) + "asic?queryId=asic-1")[0] == 400
+    assert http_get(base + "&subsystemCode=edoc&requestOnly&responseOnly")[0] == 400
 
 
 def test_log_export_writes_linked_archives_that_log_verify_accepts(sandbox: dict, tmp_path: Path) -> None:
@@ -610,15 +618,10 @@ def test_tsa_down_beyond_the_failure_period_refuses_messages_until_it_is_back(sa
     tsa_pid = int(sandbox["tsas"][0]["pid"])
 
     def answer() -> str:
-        _s, _c, body = call(consumer(sandbox), envelope(qid="tsa-outage"))
-        return "ok" if b"echoResponse" in body else faultcode(body)
+        return echo_or_fault(sandbox, "tsa-outage")
 
     def health() -> int:
-        try:
-            with urllib.request.urlopen(consumer_gw["health"], timeout=10) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
+        return http_get(consumer_gw["health"])[0]
 
     try:
         config.write_text(yaml.safe_dump(data))
@@ -675,15 +678,10 @@ def test_a_full_disk_under_the_log_fails_closed_and_recovers_when_space_returns(
     data["database"] = {"url": f"sqlite://{disk}/gateway.db"}
 
     def echo() -> str:
-        _s, _c, body = call(consumer(sandbox), envelope(qid="disk"))
-        return "ok" if b"echoResponse" in body else faultcode(body)
+        return echo_or_fault(sandbox, "disk")
 
     def health() -> int:
-        try:
-            with urllib.request.urlopen(provider["health"], timeout=10) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
+        return http_get(provider["health"])[0]
 
     try:
         config.write_text(yaml.safe_dump(data))
@@ -755,8 +753,7 @@ def test_synchronous_time_stamping_stamps_before_answering(sandbox: dict) -> Non
         assert _reload_until(consumer_gw["pid"], stamped_at_once, "stamped") == "stamped"
     finally:
         config.write_text(original)
-        _reload_until(consumer_gw["pid"], lambda: "ok" if b"echoResponse" in call(consumer(sandbox), envelope())[2]
-                      else "fault", "ok")
+        _reload_until(consumer_gw["pid"], lambda: echo_or_fault(sandbox), "ok")
 
 
 def test_asic_force_time_stamps_at_once(sandbox: dict, tmp_path: Path) -> None:
@@ -776,19 +773,12 @@ def test_asic_force_time_stamps_at_once(sandbox: dict, tmp_path: Path) -> None:
     base = (consumer(sandbox) + "asic?queryId={qid}&xRoadInstance=VN-TEST&memberClass=GOV"
             "&memberCode=000.00.00.H41&subsystemCode=edoc")
 
-    def get(url: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
     def unstamped_answer() -> str:
         qid = "force-" + str(random.randint(0, 1 << 30))
         _s, _c, body = call(consumer(sandbox), envelope(qid=qid))
         if b"echoResponse" not in body:
             return "fault"
-        return qid if get(base.format(qid=qid))[0] == 503 else "stamped already"
+        return qid if http_get(base.format(qid=qid))[0] == 503 else "stamped already"
 
     try:
         config.write_text(yaml.safe_dump(data))
@@ -798,7 +788,7 @@ def test_asic_force_time_stamps_at_once(sandbox: dict, tmp_path: Path) -> None:
             if qid.startswith("force-"):
                 break
         assert qid.startswith("force-"), qid
-        code, body = get(base.format(qid=qid) + "&force")
+        code, body = http_get(base.format(qid=qid) + "&force")
         assert code == 200, body
         conf = read_conf_dir(Path(consumer_gw["globalconf"]))
         with zipfile.ZipFile(io.BytesIO(body)) as z:
@@ -807,8 +797,7 @@ def test_asic_force_time_stamps_at_once(sandbox: dict, tmp_path: Path) -> None:
                 assert verify_container(z.read(name), conf).tsa_name == "tsa-1"
     finally:
         config.write_text(original)
-        _reload_until(consumer_gw["pid"], lambda: "ok" if b"echoResponse" in call(consumer(sandbox), envelope())[2]
-                      else "fault", "ok")
+        _reload_until(consumer_gw["pid"], lambda: echo_or_fault(sandbox), "ok")
 
 
 def test_fault_dialect_follows_the_configuration(sandbox: dict) -> None:
