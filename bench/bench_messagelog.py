@@ -54,11 +54,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import SOAP_HEAD, SOAP_MID, SOAP_TAIL, ignoring_signals, on_term  # noqa: E402
 
 MESSAGE_BYTES = 4096
 ATTACHMENT_BYTES = 1 << 20
@@ -73,17 +75,6 @@ SERVICE = "VN-TEST/GOV/000.00.00.G22/example/echo"
 SUBSYSTEM = "VN-TEST/GOV/000.00.00.G22/example"
 SIGNER = "VN-TEST/GOV/000.00.00.H41"
 
-SOAP_HEAD = """<?xml version="1.0" encoding="UTF-8"?>
-<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:x="http://x-road.eu/xsd/xroad.xsd"
- xmlns:id="http://x-road.eu/xsd/identifiers"><s:Header>
-<x:client id:objectType="SUBSYSTEM"><id:xRoadInstance>VN-TEST</id:xRoadInstance><id:memberClass>GOV</id:memberClass>
-<id:memberCode>000.00.00.H41</id:memberCode><id:subsystemCode>edoc</id:subsystemCode></x:client>
-<x:service id:objectType="SERVICE"><id:xRoadInstance>VN-TEST</id:xRoadInstance><id:memberClass>GOV</id:memberClass>
-<id:memberCode>000.00.00.G22</id:memberCode><id:subsystemCode>example</id:subsystemCode>
-<id:serviceCode>echo</id:serviceCode></x:service>
-<x:id>bench-message-0000</x:id><x:protocolVersion>4.0</x:protocolVersion></s:Header>
-<s:Body><m:echo xmlns:m="http://example.org/"><text>"""
-SOAP_TAIL = "</text></m:echo></s:Body></s:Envelope>"
 
 
 class Interrupted(Exception):
@@ -204,7 +195,7 @@ class CpuMeter:
 
 
 def soap_message(size: int) -> bytes:
-    head, tail = SOAP_HEAD.encode(), SOAP_TAIL.encode()
+    head, tail = (SOAP_HEAD + "bench-message-0000" + SOAP_MID).encode(), SOAP_TAIL.encode()
     pad = size - len(head) - len(tail)
     return head + base64.b64encode(os.urandom(pad))[:pad] + tail
 
@@ -845,18 +836,6 @@ def render(args: argparse.Namespace, results: Results, env: dict[str, str], reco
 # Main
 
 
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _ignoring_signals() -> Iterator[None]:
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
 
 
 def run_reactor(coroutine_fn: Callable[[Any], Any]) -> None:
@@ -876,7 +855,7 @@ def run_reactor(coroutine_fn: Callable[[Any], Any]) -> None:
 
     reactor.callWhenRunning(go)
     reactor.run()  # installs its own SIGINT/SIGTERM handlers (stopping the reactor): ours again after
-    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if not outcome:
         raise Interrupted
@@ -931,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.records < 2:
         parser.error("--seconds must be positive and --records at least 2")
 
-    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &`)
     started = time.perf_counter()
     results = Results()
@@ -942,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted: stopping and removing everything started\n")
         return 130
     finally:
-        with _ignoring_signals():
+        with ignoring_signals():
             stop_database_threads()
             stack.close()
     print(render(args, results, env, records))

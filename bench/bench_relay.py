@@ -47,14 +47,16 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import SOAP_HEAD, SOAP_MID, SOAP_TAIL, ignoring_signals, on_term  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parent / "nginx-relay.conf.tmpl"
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
@@ -62,18 +64,6 @@ ID_WIDTH = 16  # every request gets its own x:id of this width, so the message s
 REQUEST_TIMEOUT = 60.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-SOAP_HEAD = """<?xml version="1.0" encoding="UTF-8"?>
-<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:x="http://x-road.eu/xsd/xroad.xsd"
- xmlns:id="http://x-road.eu/xsd/identifiers"><s:Header>
-<x:client id:objectType="SUBSYSTEM"><id:xRoadInstance>VN-TEST</id:xRoadInstance><id:memberClass>GOV</id:memberClass>
-<id:memberCode>000.00.00.H41</id:memberCode><id:subsystemCode>edoc</id:subsystemCode></x:client>
-<x:service id:objectType="SERVICE"><id:xRoadInstance>VN-TEST</id:xRoadInstance><id:memberClass>GOV</id:memberClass>
-<id:memberCode>000.00.00.G22</id:memberCode><id:subsystemCode>example</id:subsystemCode>
-<id:serviceCode>echo</id:serviceCode></x:service>
-<x:id>"""
-SOAP_MID = """</x:id><x:protocolVersion>4.0</x:protocolVersion></s:Header>
-<s:Body><m:echo xmlns:m="http://example.org/"><text>"""
-SOAP_TAIL = "</text></m:echo></s:Body></s:Envelope>"
 BOUNDARY = "vdxpBenchBoundary0123456789"
 
 
@@ -625,14 +615,6 @@ class Report:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Stop(KeyboardInterrupt):
-    pass
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
-
-
 def log(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
@@ -663,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gateway import sandbox as sb
 
-    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &`)
     rng = random.Random(42)
     messages = {s: make_message(s, bool(args.attachment_from) and s >= args.attachment_from, rng) for s in args.sizes}
@@ -770,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted; cleaning up")
         return 130
     finally:
-        with _ignoring_signals():
+        with ignoring_signals():
             if not (args.keep and completed):
                 if nginx is not None:
                     nginx.stop()
@@ -782,15 +764,6 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(work, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _ignoring_signals() -> Iterator[None]:
-    """Cleanup must not be cut short by a second Ctrl-C or a SIGTERM."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old[0])
-        signal.signal(signal.SIGTERM, old[1])
 
 
 if __name__ == "__main__":
