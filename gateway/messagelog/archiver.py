@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from gateway.messagelog.containers import container_name, record_container
 from gateway.messagelog.store import ArchiveConflict, MessageLog, StoredRecord
 from gateway.metrics import per_registry
+from gateway.rounds import Rounds
 from protocols.errors import VdxpError
 from protocols.logarchive import archive_name, build_archive
 
@@ -68,14 +66,14 @@ class _Metrics:
 _metrics = per_registry(_Metrics)
 
 
-class Archiver(Service):
-    log = Logger()
+class Archiver(Rounds):
+    round_name = "archiving round"
 
     def __init__(self, reactor: Any, message_log: MessageLog, directory: Path, *, registry: CollectorRegistry,
                  interval: float = 6 * 3600.0, grouping: str = "none", max_bytes: int = 32 * 1024 * 1024,
                  keep_seconds: float = 30 * 86400.0, encryption_keys: Callable[[str], Path | None] | None = None,
                  threadpool: Any = None) -> None:
-        self._reactor = reactor
+        super().__init__(reactor)
         self.message_log = message_log
         self.directory = directory
         self.interval = interval
@@ -86,32 +84,11 @@ class Archiver(Service):
         self._threadpool = threadpool
         self.metrics = _metrics(registry)
         self.last_error: str | None = None
-        self._call: Any = None
-        self._running: Deferred[Any] | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def startService(self) -> None:
-        super().startService()
-        self._call = self._reactor.callLater(self.interval, self._tick)
-
-    def stopService(self) -> Any:
-        super().stopService()
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        return self._running
-
-    def _tick(self) -> None:
-        self._call = None
-        self._running = Deferred.fromCoroutine(self.run_once())
-        self._running.addErrback(lambda f: self.log.failure("archiving round failed", f))
-
-        def again(_r: object) -> None:
-            if self.running:
-                self._call = self._reactor.callLater(self.interval, self._tick)
-
-        self._running.addBoth(again)
+    def next_delay(self) -> float:
+        return self.interval
 
     def health(self) -> tuple[bool, str]:
         return (False, f"archiving fails: {self.last_error}") if self.last_error else (True, "archiving ok")

@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from gateway.messagelog.store import LoggingFailed, MessageLog
 from gateway.metrics import per_registry
+from gateway.rounds import Rounds
 from protocols.errors import VdxpError
 from protocols.hashchain import SHA512_URI, build_batch
 
@@ -79,13 +77,13 @@ class _Metrics:
 _metrics = per_registry(_Metrics)
 
 
-class Timestamper(Service):
-    log = Logger()
+class Timestamper(Rounds):
+    round_name = "time-stamping round"
 
     def __init__(self, reactor: Any, message_log: MessageLog, tsas: Callable[[], Sequence[TsaEndpoint]], *,
                  interval: Callable[[], float], failure_period: float = 14400.0, max_records: int = 10000,
                  registry: CollectorRegistry) -> None:
-        self._reactor = reactor
+        super().__init__(reactor)
         self.message_log = message_log
         self._tsas = tsas
         self._interval = interval
@@ -95,8 +93,6 @@ class Timestamper(Service):
         self.failing_since: float | None = None  # reactor time of the first failure since the last success
         self.last_error: str | None = None
         self.last_success: float | None = None
-        self._call: Any = None
-        self._running: Deferred[Any] | None = None
         message_log.gate = self.check_can_log
 
     # -- the gate in the message path ------------------------------------------------------
@@ -121,27 +117,8 @@ class Timestamper(Service):
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def startService(self) -> None:
-        super().startService()
-        self._schedule()
-
-    def stopService(self) -> Any:
-        super().stopService()
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        return self._running
-
-    def _schedule(self) -> None:
-        if not self.running:
-            return
-        self._call = self._reactor.callLater(max(0.1, self._interval()), self._tick)
-
-    def _tick(self) -> None:
-        self._call = None
-        self._running = Deferred.fromCoroutine(self.run_once())
-        self._running.addErrback(lambda f: self.log.failure("time-stamping round failed", f))
-        self._running.addBoth(lambda _r: self._schedule())
+    def next_delay(self) -> float:
+        return max(0.1, self._interval())
 
     async def run_once(self) -> int:
         """One round: stamp what waits (or probe the TSAs when failing with nothing waiting);
