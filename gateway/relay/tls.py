@@ -149,41 +149,40 @@ class ServicePolicy:
     present one of the certificates registered for its client (``is_certs``); none registered
     means no service is trusted.  ``pinned`` None: the service's certificate must chain to
     ``ca_bundle`` (or the system's CAs) and name the URL's host; a certificate is never accepted
-    unverified.  ``rejected`` keeps the certificates a handshake failed on, for the fault.
+    unverified.
     """
 
     def __init__(self, pinned: frozenset[bytes] | None, ca_bundle: Any = None) -> None:
         self._pinned = pinned
         self._ca_bundle = ca_bundle
-        self.rejected: dict[tuple[str, int], str] = {}
+        # Made at the first connection and kept (Twisted asks for a creator per new connection).
+        self._trust: Any = None
+        self._pinned_creator: _ClientCreator | None = None
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        host = hostname.decode("ascii")
         if self._pinned is None:
             from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust, trustRootFromCertificates
 
-            if self._ca_bundle is not None:
-                pems = self._ca_bundle.read_bytes()
-                certs = [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM))
-                         for c in x509.load_pem_x509_certificates(pems)]
-                trust = trustRootFromCertificates(certs)
-            else:
-                trust = platformTrust()
-            return optionsForClientTLS(host, trustRoot=trust)
-        pinned = self._pinned
-        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+            if self._trust is None:
+                if self._ca_bundle is not None:
+                    pems = self._ca_bundle.read_bytes()
+                    self._trust = trustRootFromCertificates(
+                        [Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM))
+                         for c in x509.load_pem_x509_certificates(pems)])
+                else:
+                    self._trust = platformTrust()
+            return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._trust)
+        if self._pinned_creator is None:
+            pinned = self._pinned
+            ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+            ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
 
-        def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-            if depth > 0:
-                return True  # the leaf itself is pinned
-            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
-            if der in pinned:
-                self.rejected.pop((host, port), None)
-                return True
-            self.rejected[(host, port)] = "not one of the certificates registered for the service's client"
-            return False
+            def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+                if depth > 0:
+                    return True  # the leaf itself is pinned
+                return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) in pinned
 
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
-        return _ClientCreator(ctx)
+            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+            self._pinned_creator = _ClientCreator(ctx)
+        return self._pinned_creator
