@@ -269,15 +269,11 @@ def _export(args: argparse.Namespace) -> int:
                     path.write_bytes(await record_container(log, record))
                     lines.append(f"{path}")
                 return
-            directory = args.out or settings.archive_dir or cfg.server.state_dir / "archive"
-            archiver = Archiver(reactor, log, directory, registry=CollectorRegistry(),
-                                grouping=settings.archive_grouping, max_bytes=settings.archive_max_bytes,
-                                keep_seconds=settings.keep_records_for_seconds,
-                                encryption_keys=settings.encryption_key)
+            archiver = Archiver.for_config(reactor, log, cfg, CollectorRegistry(), directory=args.out)
             await archiver.recover()
             written = await archiver.archive()
             lines.extend(str(p) for p in written)
-            lines.append(f"{len(written)} archive(s) written to {directory}")
+            lines.append(f"{len(written)} archive(s) written to {archiver.directory}")
         except VdxpError as exc:
             failed.append(exc)
         finally:

@@ -87,6 +87,17 @@ class Archiver(Rounds):
 
     # -- the loop ------------------------------------------------------------------------------
 
+    @classmethod
+    def for_config(cls, reactor: Any, message_log: MessageLog, config: Any, registry: CollectorRegistry, *,
+                   directory: Path | None = None, threadpool: Any = None) -> Archiver:
+        """The archiver a gateway configuration describes (``message_log`` archive settings; the
+        directory ``message_log.archive_dir``, by default ``<state_dir>/archive``)."""
+        settings = config.message_log
+        return cls(reactor, message_log, directory or settings.archive_dir or config.server.state_dir / "archive",
+                   registry=registry, interval=settings.archive_interval_seconds, grouping=settings.archive_grouping,
+                   max_bytes=settings.archive_max_bytes, keep_seconds=settings.keep_records_for_seconds,
+                   encryption_keys=settings.encryption_key, threadpool=threadpool)
+
     def next_delay(self) -> float:
         return self.interval
 

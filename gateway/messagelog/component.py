@@ -47,11 +47,8 @@ class MessageLogService(MultiService):
         from gateway.messagelog.archiver import Archiver
 
         self._archive_pool = ThreadPool(minthreads=1, maxthreads=1, name="vdxp-archiver")
-        archive_dir = settings.archive_dir or config.server.state_dir / "archive"
-        self.archiver = Archiver(ctx.reactor, self.message_log, archive_dir, registry=ctx.metrics.registry,
-                                 interval=settings.archive_interval_seconds, grouping=settings.archive_grouping,
-                                 max_bytes=settings.archive_max_bytes, keep_seconds=settings.keep_records_for_seconds,
-                                 encryption_keys=settings.encryption_key, threadpool=self._archive_pool)
+        self.archiver = Archiver.for_config(ctx.reactor, self.message_log, config, ctx.metrics.registry,
+                                            threadpool=self._archive_pool)
         self.archiver.setServiceParent(self)
 
     def _installed(self) -> Any:
