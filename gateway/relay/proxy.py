@@ -176,7 +176,9 @@ class _Base(Resource):
         subsystem = str(provider) if provider is not None else str(service)
         stripped = None
         if not self._current().message_log.logs_body(subsystem):  # only then is the body-less copy kept
-            stripped = soap.without_body(message) if protocol == "soap" else _rest_head(message)
+            # X-Road keeps the headers only: the SOAP envelope with an empty Body; a REST message's
+            # serialisation holds no body already (that is the first attachment, not kept)
+            stripped = soap.without_body(message) if protocol == "soap" else message
         entry = LogEntry(
             side="client" if self.side == "client" else "server", direction=direction, protocol=protocol,
             query_id=query_id, client=str(client), service=str(service),
@@ -602,9 +604,7 @@ class ClientProxy(_Base):
             except XRoadFault as exc:
                 raise exc.with_prefix(*SERVER_CLIENTPROXY) from None
             await self._log_message("response", "soap", query_id, client, service, str(provider.member),
-                                    response.message.raw, end,
-                                    [(a["content_type"] or "application/octet-stream", a["file"]) for a in attachments],
-                                    x_request_id=request_id)
+                                    response.message.raw, end, _log_parts(attachments), x_request_id=request_id)
             await self._answer(request, response, attachments,
                                got.http.original_content_type if got.http is not None else None)
         finally:
@@ -749,10 +749,9 @@ class Collected:
             self.body.close()
 
 
-def _rest_head(message: bytes) -> bytes:
-    """A REST message logged without its body: the serialised request or response as it is
-    (method or status, URL and headers; X-Road keeps the headers)."""
-    return message
+def _log_parts(attachments: list[dict[str, Any]]) -> list[tuple[str, IO[bytes]]]:
+    """Received attachments (as :class:`Collected` keeps them) as the message log takes them."""
+    return [(a["content_type"] or "application/octet-stream", a["file"]) for a in attachments]
 
 
 def _load_cert(path: Any) -> x509.Certificate | None:
@@ -906,9 +905,7 @@ class ServerProxy(_Base):
         local, svc, in_group = self._admit(shared, peer_der, client, service, ocsp_parts, end)
         x_request_id = th.request_id
         await self._log_message("request", "soap", msg.header.query_id, client, service, str(client.member), msg.raw,
-                                end,
-                                [(a["content_type"] or "application/octet-stream", a["file"]) for a in attachments],
-                                x_request_id=x_request_id)
+                                end, _log_parts(attachments), x_request_id=x_request_id)
         metaservice = svc is None
         if metaservice:
             await self._send_soap_answer(request, str(provider.member),
