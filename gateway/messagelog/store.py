@@ -312,7 +312,6 @@ class MessageLog:
         self._pump()
 
     def _batch_error(self, failure: Failure, batch: list[_Pending]) -> None:
-        self._busy = False
         exc = failure.value
         if not isinstance(exc, DatabaseError):
             self.log.failure("message log write failed", failure)
